@@ -1,0 +1,91 @@
+#include "kernel/dpc.h"
+
+#include "arch-x86_64/irql.h"
+#include "arch-x86_64/lapic.h"
+#include "kernel/panic.h"
+#include "kernel/percpu.h"
+
+void dpc_init(struct dpc *d, dpc_fn fn, void *ctx)
+{
+    list_init(&d->link);
+    d->fn = fn;
+    d->ctx = ctx;
+    d->queued_on = NULL;
+    d->target_cpu = -1;
+}
+
+void dpc_set_target(struct dpc *d, int32_t cpu)
+{
+    d->target_cpu = cpu;
+}
+
+void dispatch_request(struct cpu *c)
+{
+    if (c == this_cpu())
+        lapic_send_self_ipi(VECTOR_DISPATCH);
+    else
+        lapic_send_ipi(c->apic_id, VECTOR_DISPATCH);
+}
+
+bool dpc_queue(struct dpc *d)
+{
+    struct cpu *c = this_cpu();
+    if (d->target_cpu >= 0) {
+        if ((uint32_t)d->target_cpu >= MAX_CPUS || !cpus[d->target_cpu] || !cpus[d->target_cpu]->online)
+            panic("dpc_queue: target cpu %d is not online", d->target_cpu);
+        c = cpus[d->target_cpu];
+    }
+    irql_t old = irql_raise(IRQL_HIGH);
+    raw_spin_lock(&c->dpc_lock);
+    bool queued = false;
+    if (!d->queued_on) {
+        d->queued_on = c;
+        list_push_back(&c->dpc_queue, &d->link);
+        queued = true;
+    }
+    raw_spin_unlock(&c->dpc_lock);
+    if (queued)
+        dispatch_request(c);
+    irql_lower(old);
+    return queued;
+}
+
+bool dpc_cancel(struct dpc *d)
+{
+    irql_t old = irql_raise(IRQL_HIGH);
+    bool removed = false;
+    struct cpu *c = __atomic_load_n(&d->queued_on, __ATOMIC_ACQUIRE);
+    if (c) {
+        raw_spin_lock(&c->dpc_lock);
+        if (d->queued_on == c) {
+            list_remove(&d->link);
+            d->queued_on = NULL;
+            removed = true;
+        }
+        raw_spin_unlock(&c->dpc_lock);
+    }
+    irql_lower(old);
+    return removed;
+}
+
+void dpc_drain(void)
+{
+    IRQL_ASSERT_EQ(IRQL_DISPATCH);
+    struct cpu *c = this_cpu();
+    for (;;) {
+        irql_t old = irql_raise(IRQL_HIGH);
+        raw_spin_lock(&c->dpc_lock);
+        struct list *n = list_pop_front(&c->dpc_queue);
+        struct dpc *d = n ? container_of(n, struct dpc, link) : NULL;
+        if (d)
+            d->queued_on = NULL; /* it may be queued again from its own routine */
+        raw_spin_unlock(&c->dpc_lock);
+        irql_lower(old);
+        if (!d)
+            break;
+        d->fn(d, d->ctx);
+        c->dpcs_run++;
+        if (irql_current() != IRQL_DISPATCH)
+            panic("DPC routine %p returned at IRQL %u, not DISPATCH", (void *)d->fn, irql_current());
+    }
+}

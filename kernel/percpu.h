@@ -1,0 +1,79 @@
+/*
+ * percpu: one struct cpu per started CPU, reached through GS (gs:0 holds its own address), so
+ * this_cpu() is one load. Fields are touched only by their CPU unless a comment says otherwise.
+ */
+#ifndef KERNEL_PERCPU_H
+#define KERNEL_PERCPU_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "arch-x86_64/spinlock.h"
+#include "kernel/list.h"
+
+#define MAX_CPUS 64
+
+struct thread;
+struct tss;
+
+struct cpu {
+    struct cpu *self;          /* must stay first: this_cpu() reads gs:0 */
+    uint32_t id;               /* 0 = the boot CPU */
+    uint32_t apic_id;
+    bool online;
+
+    /* Scheduler (kernel/thread.c). rq_lock is taken at HIGH by any CPU that wakes a thread here. */
+    struct thread *current;
+    struct thread *idle;
+    spinlock_t rq_lock;
+    struct list runqueue;
+    volatile bool need_resched;
+    uint64_t quantum_end_tsc;
+    uint64_t context_switches;
+    struct list zombies;       /* exited threads whose stacks wait to be freed */
+    struct thread *switch_prev; /* the thread just switched away from, for sched_finish_switch */
+
+    /* DPCs (kernel/dpc.c); dpc_lock at HIGH, any CPU may queue here. */
+    spinlock_t dpc_lock;
+    struct list dpc_queue;
+    uint64_t dpcs_run;
+
+    /* Timers (kernel/timer.c); timer_lock at HIGH. */
+    spinlock_t timer_lock;
+    struct list timers;        /* sorted by deadline */
+    uint64_t timer_programmed_tsc; /* deadline the local APIC timer is set for, if timer_armed */
+    bool timer_armed;
+    uint64_t timer_interrupts;
+
+    /* Architecture. */
+    struct tss *tss;
+    void *gdt;
+    uint64_t ist_top[3];       /* double fault, NMI, machine check */
+    uint64_t interrupts;       /* all vectors >= 32 taken here */
+    uint32_t hv_vp_index;      /* Hyper-V VP index (= id until the hv layer reads the MSR) */
+
+    /* Exception probe (arch-x86_64/exceptions.c): an expected fault resumes at probe_resume. */
+    volatile uint8_t probe_vector; /* 0xff = none armed */
+    uint64_t probe_resume;
+    uint64_t probe_hits;
+};
+
+extern struct cpu *cpus[MAX_CPUS];
+extern uint32_t cpu_count; /* CPUs online */
+
+static inline struct cpu *this_cpu(void)
+{
+    struct cpu *c;
+    __asm__ volatile("mov %%gs:0, %0" : "=r"(c));
+    return c;
+}
+
+void percpu_install(struct cpu *c); /* sets GS base: called once per CPU at bring-up */
+
+extern bool percpu_gs_ready; /* set once the boot CPU's GS points at its struct cpu */
+static inline bool percpu_ready(void)
+{
+    return percpu_gs_ready;
+}
+
+#endif

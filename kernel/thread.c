@@ -1,0 +1,334 @@
+#include "kernel/thread.h"
+
+#include "arch-x86_64/interrupts.h"
+#include "arch-x86_64/irql.h"
+#include "arch-x86_64/paging.h"
+#include "arch-x86_64/tsc.h"
+#include "kernel/fmt.h"
+#include "kernel/log.h"
+#include "kernel/mm.h"
+#include "kernel/panic.h"
+#include "kernel/percpu.h"
+#include "kernel/string.h"
+
+void context_switch(uint64_t *save_rsp, uint64_t new_rsp);
+void thread_entry_asm(void);
+
+static uint64_t next_id = 1;
+static uint32_t next_cpu_rr;
+
+struct thread *thread_current(void)
+{
+    return this_cpu()->current;
+}
+
+static void thread_struct_init(struct thread *t, const char *name, struct cpu *c)
+{
+    t->cpu = c;
+    t->id = __atomic_fetch_add(&next_id, 1, __ATOMIC_RELAXED);
+    fmt_snprintf(t->name, sizeof t->name, "%s", name);
+    list_init(&t->rq_link);
+    t->refs = 2;
+    ktimer_init(&t->wait_timer);
+    wait_queue_init(&t->sleep_queue);
+    event_init(&t->done, EVENT_NOTIFICATION, false);
+}
+
+static void release(struct thread *t)
+{
+    if (__atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        kfree(t);
+}
+
+/* Frees the stacks of threads that exited on this CPU. At <= DISPATCH. */
+static void reap(struct cpu *c)
+{
+    for (;;) {
+        irql_t old = irql_raise(IRQL_HIGH);
+        raw_spin_lock(&c->rq_lock);
+        struct list *n = list_pop_front(&c->zombies);
+        raw_spin_unlock(&c->rq_lock);
+        irql_lower(old);
+        if (!n)
+            return;
+        struct thread *t = container_of(n, struct thread, rq_link);
+        if (t->stack_top)
+            stack_free(t->stack_top, t->stack_pages);
+        event_set(&t->done);
+        release(t);
+    }
+}
+
+void sched_wake(struct thread *t)
+{
+    struct cpu *c = t->cpu;
+    raw_spin_lock(&c->rq_lock);
+    if (t->state == THREAD_BLOCKED) {
+        t->state = THREAD_READY;
+        list_push_back(&c->runqueue, &t->rq_link);
+        c->need_resched = true;
+    }
+    raw_spin_unlock(&c->rq_lock);
+    dispatch_request(c);
+}
+
+void sched_switch_locked(struct cpu *c)
+{
+    struct thread *prev = c->current;
+    if (prev->state == THREAD_RUNNING) {
+        prev->state = THREAD_READY;
+        if (prev != c->idle)
+            list_push_back(&c->runqueue, &prev->rq_link);
+    }
+    struct list *n = list_pop_front(&c->runqueue);
+    struct thread *next = n ? container_of(n, struct thread, rq_link) : c->idle;
+    c->need_resched = false;
+    next->state = THREAD_RUNNING;
+    if (next == prev)
+        return;
+    c->current = next;
+    c->context_switches++;
+    next->switches_in++;
+    c->quantum_end_tsc = rdtsc() + ns_to_tsc(SCHED_QUANTUM_NS);
+    timer_reprogram(c);
+    c->switch_prev = prev;
+    context_switch(&prev->rsp, next->rsp);
+}
+
+void sched_finish_switch(struct cpu *c)
+{
+    struct thread *prev = c->switch_prev;
+    c->switch_prev = NULL;
+    if (prev && prev->state == THREAD_DEAD) {
+        /* Off its stack now: hand it to the reaper, which runs at DISPATCH. */
+        raw_spin_lock(&c->rq_lock);
+        list_push_back(&c->zombies, &prev->rq_link);
+        raw_spin_unlock(&c->rq_lock);
+        dispatch_request(c);
+    }
+}
+
+/* C entry of every new thread, reached from context_switch through thread_entry_asm: at HIGH, IF
+ * clear, this CPU's rq_lock held. */
+void thread_start(void);
+void thread_start(void)
+{
+    struct cpu *c = this_cpu();
+    raw_spin_unlock(&c->rq_lock);
+    sched_finish_switch(c);
+    irql_lower(IRQL_PASSIVE);
+    sti();
+    struct thread *t = c->current;
+    t->fn(t->arg);
+    thread_exit(0);
+}
+
+status_t thread_create(const char *name, thread_fn fn, void *arg, int cpu, struct thread **out)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    reap(this_cpu());
+    struct cpu *c;
+    if (cpu == CPU_ANY) {
+        uint32_t start = __atomic_fetch_add(&next_cpu_rr, 1, __ATOMIC_RELAXED);
+        c = NULL;
+        for (uint32_t i = 0; i < MAX_CPUS && !c; i++) {
+            struct cpu *cand = cpus[(start + i) % MAX_CPUS];
+            if (cand && cand->online)
+                c = cand;
+        }
+    } else {
+        c = (cpu >= 0 && cpu < MAX_CPUS) ? cpus[cpu] : NULL;
+        if (!c || !c->online)
+            return STATUS_INVALID_PARAMETER;
+    }
+    struct thread *t = kzalloc(sizeof *t);
+    if (!t)
+        return STATUS_NO_MEMORY;
+    thread_struct_init(t, name, c);
+    t->fn = fn;
+    t->arg = arg;
+    t->stack_pages = THREAD_STACK_PAGES;
+    status_t s = stack_alloc(t->stack_pages, &t->stack_top);
+    if (s != STATUS_OK) {
+        kfree(t);
+        return s;
+    }
+    /* The frame context_switch pops: r15 r14 r13 r12 rbx rbp rflags, then returns. */
+    uint64_t *sp = (uint64_t *)t->stack_top;
+    *--sp = 0;                         /* alignment / end of backtrace */
+    *--sp = (uint64_t)thread_entry_asm;
+    *--sp = 0x2;                       /* RFLAGS: interrupts off until thread_start */
+    for (int i = 0; i < 6; i++)
+        *--sp = 0;
+    t->rsp = (uint64_t)sp;
+    t->state = THREAD_BLOCKED;
+    if (out)
+        *out = t;
+    else
+        release(t); /* detached from birth */
+    irql_t old = irql_raise(IRQL_HIGH);
+    sched_wake(t);
+    irql_lower(old);
+    return STATUS_OK;
+}
+
+void thread_exit(int code)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    struct cpu *c = this_cpu();
+    struct thread *t = c->current;
+    if (t == c->idle)
+        panic("the idle thread cannot exit");
+    t->exit_code = code;
+    irql_raise(IRQL_HIGH);
+    raw_spin_lock(&c->rq_lock);
+    t->state = THREAD_DEAD;
+    sched_switch_locked(c);
+    panic("a dead thread was scheduled");
+}
+
+int thread_join(struct thread *t)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    if (t == thread_current())
+        panic("thread %s joins itself", t->name);
+    status_t s = event_wait(&t->done, WAIT_FOREVER);
+    if (s != STATUS_OK)
+        panic("thread_join: wait failed (%s)", status_name(s));
+    int code = t->exit_code;
+    release(t);
+    return code;
+}
+
+void thread_detach(struct thread *t)
+{
+    release(t);
+}
+
+void thread_yield(void)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    struct cpu *c = this_cpu();
+    irql_t old = irql_raise(IRQL_HIGH);
+    raw_spin_lock(&c->rq_lock);
+    sched_switch_locked(c);
+    raw_spin_unlock(&this_cpu()->rq_lock);
+    sched_finish_switch(this_cpu());
+    irql_lower(old);
+}
+
+static bool never(void *obj, struct thread *t)
+{
+    (void)obj;
+    (void)t;
+    return false;
+}
+
+void thread_sleep_ns(uint64_t ns)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    struct thread *t = thread_current();
+    status_t s = wait_queue_wait(&t->sleep_queue, never, NULL, ns ? ns : 1);
+    if (s != STATUS_TIMEOUT)
+        panic("thread_sleep: woke with %s", status_name(s));
+}
+
+void sched_clock_tick(struct cpu *c, uint64_t now)
+{
+    if (c->current == c->idle || now < c->quantum_end_tsc)
+        return;
+    c->quantum_end_tsc = now + ns_to_tsc(SCHED_QUANTUM_NS);
+    raw_spin_lock(&c->rq_lock);
+    bool others = !list_empty(&c->runqueue);
+    if (others)
+        c->need_resched = true;
+    raw_spin_unlock(&c->rq_lock);
+    if (others)
+        dispatch_request(c);
+}
+
+/* Vector 0x2F, at DISPATCH: DPCs first, then the reaper, then a reschedule if one is due. */
+static void dispatch_interrupt(struct int_frame *f, void *ctx)
+{
+    (void)f;
+    (void)ctx;
+    struct cpu *c = this_cpu();
+    dpc_drain();
+    if (!list_empty(&c->zombies))
+        reap(c);
+    if (c->need_resched) {
+        irql_raise(IRQL_HIGH);
+        raw_spin_lock(&c->rq_lock);
+        sched_switch_locked(c);
+        raw_spin_unlock(&c->rq_lock);
+        sched_finish_switch(c);
+        irql_lower(IRQL_DISPATCH);
+    }
+}
+
+void sched_register_interrupts(void)
+{
+    if (irq_register(VECTOR_DISPATCH, dispatch_interrupt, NULL) != STATUS_OK)
+        panic("sched: dispatch vector taken");
+}
+
+static void idle_body(void *arg)
+{
+    (void)arg;
+    sched_idle_loop();
+}
+
+void sched_cpu_init(struct cpu *c, bool boot_cpu)
+{
+    list_init(&c->runqueue);
+    list_init(&c->zombies);
+    list_init(&c->dpc_queue);
+    timer_cpu_init(c);
+    /* The running context becomes a thread: "main" on the boot CPU, the idle thread elsewhere. */
+    struct thread *self = kzalloc(sizeof *self);
+    if (!self)
+        panic("sched: no memory for cpu %u's threads", c->id);
+    char name[24];
+    fmt_snprintf(name, sizeof name, boot_cpu ? "main" : "idle/%u", c->id);
+    thread_struct_init(self, name, c);
+    self->state = THREAD_RUNNING;
+    c->current = self;
+    c->quantum_end_tsc = rdtsc() + ns_to_tsc(SCHED_QUANTUM_NS);
+    if (!boot_cpu) {
+        c->idle = self;
+        return;
+    }
+    struct thread *idle = kzalloc(sizeof *idle);
+    if (!idle)
+        panic("sched: no memory for the idle thread");
+    fmt_snprintf(name, sizeof name, "idle/%u", c->id);
+    thread_struct_init(idle, name, c);
+    idle->fn = idle_body;
+    idle->stack_pages = THREAD_STACK_PAGES;
+    if (stack_alloc(idle->stack_pages, &idle->stack_top) != STATUS_OK)
+        panic("sched: no memory for the idle stack");
+    uint64_t *sp = (uint64_t *)idle->stack_top;
+    *--sp = 0;
+    *--sp = (uint64_t)thread_entry_asm;
+    *--sp = 0x2;
+    for (int i = 0; i < 6; i++)
+        *--sp = 0;
+    idle->rsp = (uint64_t)sp;
+    idle->state = THREAD_READY;
+    c->idle = idle;
+}
+
+void sched_idle_loop(void)
+{
+    struct cpu *c = this_cpu();
+    irql_lower(IRQL_PASSIVE);
+    sti();
+    for (;;) {
+        if (!list_empty(&c->zombies))
+            reap(c);
+        if (!list_empty(&c->runqueue))
+            thread_yield();
+        else
+            sti_hlt();
+    }
+}
