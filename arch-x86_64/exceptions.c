@@ -55,6 +55,9 @@ void dump_frame(const struct int_frame *f, const char *title)
         kprintf("    fault address (CR2) %016llx: %s, %s, %s%s\n", (unsigned long long)read_cr2(),
                 f->error & 1 ? "protection violation" : "page not present", f->error & 2 ? "write" : "read",
                 f->error & 4 ? "user" : "kernel", f->error & 16 ? ", instruction fetch" : "");
+    if ((f->vector == 8 || f->vector == 14) && f->rsp >= STACK_REGION_BASE && f->rsp < STACK_REGION_BASE + (1ull << 39) &&
+        !paging_is_mapped(f->rsp))
+        kprintf("    kernel stack overflow: rsp %016llx is in a stack guard page\n", (unsigned long long)f->rsp);
     kprintf("    rip %016llx  cs %04llx  rflags %016llx  rsp %016llx  ss %04llx\n", (unsigned long long)f->rip,
             (unsigned long long)f->cs, (unsigned long long)f->rflags, (unsigned long long)f->rsp,
             (unsigned long long)f->ss);

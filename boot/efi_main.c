@@ -108,6 +108,8 @@ static int read_cmdline_file(EFI_LOADED_IMAGE *img, char *out, UINTN max)
     for (UINTN i = 0; i < size; i++)
         if (out[i] == '\n' || out[i] == '\r' || out[i] == '\t')
             out[i] = ' ';
+    while (size && out[size - 1] == ' ')
+        out[--size] = '\0';
     return 1;
 }
 

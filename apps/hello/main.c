@@ -405,8 +405,10 @@ static void deliberate_fault(const char *what)
     else if (strcmp(what, "gp") == 0)
         (void)*(volatile uint64_t *)(low_address | 0x8000000000000000ull);
     else if (strcmp(what, "de") == 0) {
-        volatile int zero = 0;
-        kprintf("%d\n", 1 / zero);
+        uint64_t zero = 0, quotient;
+        /* Inline asm: the compiler would turn 1 / x into a compare and never divide. */
+        __asm__ volatile("divq %2" : "=a"(quotient) : "a"(1ull), "r"(zero), "d"(0ull));
+        kprintf("%llu\n", (unsigned long long)quotient);
     } else if (strcmp(what, "stack") == 0)
         kprintf("%d\n", recurse(0));
     else if (strcmp(what, "nx") == 0)

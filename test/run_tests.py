@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""The test runner behind `make test` (and `make fuzz`).
+
+Runs, in order: the hosted cmocka unit tests (built with ASan/UBSan), the libFuzzer harnesses for a
+bounded time each, and the QEMU boot tests, which boot real images under OVMF and assert on what the
+guest prints and on its exit status. Every cmocka test case, fuzz run and boot counts as one test.
+The last line printed is "N passed, N failed"; the exit status is 0 only if nothing failed.
+"""
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import qemu_run  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# name, command line, CPUs, expected exit status, patterns that must appear, patterns that must not
+BOOT_TESTS = [
+    ("hello: platform report and self-checks on 2 CPUs", "", 2, 0,
+     [r"cpus\s+2 online", r"Hyper-V not present", r"acpi\s+RSDP revision 2",
+      r"acpi madt\s+2 CPUs, 1 IOAPICs", r"framebuffer\s+\d+x\d+", r"memory\s+\d+ MiB managed",
+      r"boot time\s+efi_main to main: \d+ TSC cycles, \d+ us", r"EXCEPTION \(expected, caught by probe\)",
+      r"hello: (\d+) checks passed, 0 failed", r"power: off with status 0"],
+     [r"FAIL ", r"PANIC", r"FATAL"]),
+    ("hello: 4 CPUs started and used", "", 4, 0,
+     [r"cpus\s+4 online", r"thread ran on cpu3 at PASSIVE", r"DPC targeted at cpu3 ran there",
+      r"hello: \d+ checks passed, 0 failed"], [r"FAIL ", r"did not start"]),
+    ("cmdline: maxcpus=1 leaves the other CPU off", "maxcpus=1", 2, 0,
+     [r"cpus\s+1 online", r"left off \(limit of 1 CPUs\)", r"hello: \d+ checks passed, 0 failed"], [r"FAIL "]),
+    ("cmdline: malformed and unknown words are named, defaults used",
+     "bogus loglevel=loud =x unknownkey=1 maxcpus=99999 selftest=0", 2, 0,
+     [r"word 'bogus' ignored: expected key=value", r"'loglevel=loud': expected one of error\|warn\|info\|debug",
+      r"word '=x' ignored: empty key", r"word 'unknownkey=1' ignored: unknown key 'unknownkey'",
+      r"'maxcpus=99999': outside 1\.\.64; using 64", r"cpus\s+2 online"], [r"PANIC"]),
+    ("fault: null pointer read is reported as a page fault", "selftest=0 fault=pf", 2, 0x7F,
+     [r"FATAL EXCEPTION: vector 14, page fault \(#PF\)", r"fault address \(CR2\) 0000000000000008",
+      r"rip ffffffff8", r"backtrace", r"#1 ffffffff8", r"PANIC on cpu 0", r"power: off with status 127"], []),
+    ("fault: invalid opcode", "selftest=0 fault=ud", 2, 0x7F,
+     [r"FATAL EXCEPTION: vector 6, invalid opcode \(#UD\)", r"backtrace"], []),
+    ("fault: non-canonical address is a general protection fault", "selftest=0 fault=gp", 2, 0x7F,
+     [r"FATAL EXCEPTION: vector 13, general protection \(#GP\)"], []),
+    ("fault: divide by zero", "selftest=0 fault=de", 2, 0x7F,
+     [r"FATAL EXCEPTION: vector 0, divide error \(#DE\)"], []),
+    ("fault: stack overflow hits the guard page, reported from the double-fault stack",
+     "selftest=0 fault=stack", 2, 0x7F,
+     [r"FATAL EXCEPTION: vector 8, double fault \(#DF\)", r"stack overflow"], []),
+    ("fault: blocking at DISPATCH is caught by the IRQL assertion", "selftest=0 fault=irql", 2, 0x7F,
+     [r"IRQL violation: thread_sleep_ns at IRQL 2 \(allowed: 0\)"], []),
+    ("fault: a failed assert panics with its condition", "selftest=0 fault=assert", 2, 0x7F,
+     [r"assertion failed: what\[0\] == 'x'"], []),
+]
+
+
+class Results:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+        self.failures = []
+
+    def add(self, ok, name, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"PASS  {name}")
+        else:
+            self.failed += 1
+            self.failures.append(name)
+            print(f"FAIL  {name}" + (f"\n      {detail}" if detail else ""))
+        sys.stdout.flush()
+
+
+def run_unit(build, res):
+    for exe in sorted(glob.glob(os.path.join(build, "test", "test_*"))):
+        name = os.path.basename(exe)
+        p = subprocess.run([exe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+        out = p.stdout
+        ok_cases = re.findall(r"^\[\s+OK\s+\] (\S+)", out, re.M)
+        bad_cases = re.findall(r"^\[\s+(?:FAILED|ERROR)\s+\] (\S+)$", out, re.M)
+        bad_cases = [c for c in bad_cases if not c.isdigit()]
+        for c in ok_cases:
+            res.add(True, f"unit {name}: {c}")
+        for c in dict.fromkeys(bad_cases):
+            res.add(False, f"unit {name}: {c}", "see the output above")
+        if p.returncode != 0 or (not ok_cases and not bad_cases):
+            print(out[-4000:])
+            if not bad_cases:
+                res.add(False, f"unit {name}", f"exit status {p.returncode} (crash or sanitizer report)")
+
+
+def run_fuzz(build, res, seconds):
+    for exe in sorted(glob.glob(os.path.join(build, "fuzz", "fuzz_*"))):
+        name = os.path.basename(exe)[len("fuzz_"):]
+        seeds = os.path.join(HERE, "fuzz", "corpus", name)
+        with tempfile.TemporaryDirectory(prefix=f"fuzz-{name}-") as corpus:
+            if os.path.isdir(seeds):
+                for f in os.listdir(seeds):
+                    shutil.copy(os.path.join(seeds, f), corpus)
+            t0 = time.monotonic()
+            p = subprocess.run([exe, f"-max_total_time={seconds}", "-print_final_stats=1", corpus],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            execs = re.search(r"stat::number_of_executed_units:\s*(\d+)", p.stdout)
+            detail = p.stdout[-3000:] if p.returncode else ""
+            res.add(p.returncode == 0,
+                    f"fuzz {name}: {execs.group(1) if execs else '?'} inputs in {time.monotonic() - t0:.0f} s", detail)
+
+
+def run_boot(build, res, only=None):
+    disk = os.path.join(build, "hello", "disk.img")
+    for name, cmdline, smp, want, must, must_not in BOOT_TESTS:
+        if only and only not in name:
+            continue
+        t0 = time.monotonic()
+        status, out = qemu_run.run(disk, smp=smp, cmdline=cmdline, timeout=240, quiet=True)
+        took = time.monotonic() - t0
+        problems = []
+        if status != want:
+            problems.append(f"exit status {status}, want {want}")
+        for pat in must:
+            if not re.search(pat, out):
+                problems.append(f"missing /{pat}/")
+        for pat in must_not:
+            m = re.search(pat, out)
+            if m:
+                problems.append(f"unexpected /{pat}/: {out[max(0, m.start() - 200):m.end() + 200]!r}")
+        log = os.path.join(build, "boot-logs", re.sub(r"[^a-z0-9]+", "-", name.lower())[:60] + ".log")
+        os.makedirs(os.path.dirname(log), exist_ok=True)
+        with open(log, "w") as f:
+            f.write(out)
+        res.add(not problems, f"boot {name} ({took:.1f} s)", "; ".join(problems) + f" (log: {log})")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--only", choices=["unit", "fuzz", "boot"], default=None)
+    ap.add_argument("--fuzz-seconds", type=int, default=10)
+    ap.add_argument("--boot-filter", default=None)
+    args = ap.parse_args()
+    res = Results()
+    t0 = time.monotonic()
+    if args.only in (None, "unit"):
+        run_unit(args.build, res)
+    if args.only in (None, "fuzz"):
+        run_fuzz(args.build, res, args.fuzz_seconds)
+    if args.only in (None, "boot"):
+        run_boot(args.build, res, args.boot_filter)
+    print(f"\ntest suite took {time.monotonic() - t0:.0f} s")
+    if res.failures:
+        print("failed:\n  " + "\n  ".join(res.failures))
+    print(f"{res.passed} passed, {res.failed} failed")
+    sys.exit(1 if res.failed else 0)
+
+
+if __name__ == "__main__":
+    main()
