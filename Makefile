@@ -68,9 +68,14 @@ $(B)/loader/efi_main.o: boot/efi_main.c | deps
 	@mkdir -p $(@D)
 	$(CC) $(EFI_CFLAGS) -c $< -o $@
 
-$(B)/loader/kernel_blob.o: boot/kernel_blob.S $(B)/kernel.elf
+# The loader embeds the kernel without its debug information (build/<app>/kernel.elf keeps it for
+# addr2line and gdb).
+$(B)/kernel.stripped.elf: $(B)/kernel.elf
+	$(OBJCOPY) --strip-debug $< $@
+
+$(B)/loader/kernel_blob.o: boot/kernel_blob.S $(B)/kernel.stripped.elf
 	@mkdir -p $(@D)
-	$(CC) -c -DKERNEL_ELF='"$(B)/kernel.elf"' $< -o $@
+	$(CC) -c -DKERNEL_ELF='"$(B)/kernel.stripped.elf"' $< -o $@
 
 $(B)/loader.so: $(B)/loader/efi_main.o $(B)/loader/kernel_blob.o
 	$(LD) $(EFI_LDFLAGS) $(EFI_LIB)/crt0-efi-x86_64.o $^ -o $@ -lefi -lgnuefi

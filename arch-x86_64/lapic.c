@@ -124,12 +124,12 @@ void lapic_init(uint64_t phys)
     lapic_cpu_init();
     const char *how = "Hyper-V APIC frequency MSR";
     if (!hyperv_apic_hz(&lapic_timer_hz)) {
-        /* Count down for 10 ms of TSC time, divide-by-1. */
+        /* Count down for 5 ms of TSC time, divide-by-1. */
         wr(REG_TIMER_DIV, 0xb);
         wr(REG_LVT_TIMER, LVT_MASKED | VECTOR_TIMER);
         uint64_t t0 = rdtsc_ordered();
         wr(REG_TIMER_INIT, 0xffffffffu);
-        uint64_t target = t0 + ns_to_tsc(10000000);
+        uint64_t target = t0 + ns_to_tsc(5000000);
         while ((int64_t)(rdtsc() - target) < 0)
             cpu_relax();
         uint32_t left = rd(REG_TIMER_CUR);

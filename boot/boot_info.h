@@ -51,6 +51,8 @@ struct boot_info {
     uint64_t magic;
     uint64_t tsc_at_efi_main;       /* rdtsc at the first instruction of efi_main */
     uint64_t tsc_at_kernel_entry;   /* rdtsc just before the jump to the kernel */
+    uint64_t tsc_loader[4];         /* rdtsc after: command line, firmware tables + GOP, kernel load,
+                                     * page tables; then ExitBootServices ends at tsc_at_kernel_entry */
     uint64_t acpi_rsdp;             /* physical address of the ACPI 2.0+ RSDP (1.0 if that is all), 0 if none */
     struct boot_fb fb;
     uint64_t kernel_phys;           /* where the kernel image was loaded (page aligned) */

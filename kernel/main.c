@@ -43,14 +43,15 @@ static struct boot_info *boot_info;
 static struct acpi_info acpi;
 static bool acpi_ok;
 static struct cmdline cmdline;
-static uint64_t tsc_at_main;
+static struct boot_times times;
 
 static const char *const kernel_cmdline_keys[] = { "loglevel", "console", "panic", "maxcpus", NULL };
 
 const struct boot_info *kernel_boot_info(void) { return boot_info; }
 const struct acpi_info *kernel_acpi(void) { return acpi_ok ? &acpi : NULL; }
 const struct cmdline *kernel_cmdline(void) { return &cmdline; }
-uint64_t kernel_tsc_at_main(void) { return tsc_at_main; }
+uint64_t kernel_tsc_at_main(void) { return times.main; }
+const struct boot_times *kernel_boot_times(void) { return &times; }
 
 static void report_warn(void *ctx, const char *msg)
 {
@@ -147,7 +148,9 @@ static void kmain2(void *arg)
     sti();
 
     uint32_t maxcpus = (uint32_t)cmdline_u64(&cmdline, "maxcpus", MAX_CPUS, 1, MAX_CPUS);
+    times.smp_start = rdtsc();
     smp_start_aps(bi, acpi_ok ? &acpi : NULL, maxcpus);
+    times.smp_done = rdtsc();
     if (acpi_ok && acpi.have_madt) {
         unsigned usable = 0;
         for (unsigned i = 0; i < acpi.cpu_count; i++)
@@ -162,10 +165,10 @@ static void kmain2(void *arg)
     mm_get_stats(&ms);
     pr_info("mm: %llu MiB free of %llu MiB managed", (unsigned long long)(ms.free_pages >> 8),
             (unsigned long long)(ms.total_pages >> 8));
-    tsc_at_main = rdtsc();
+    times.main = rdtsc();
     pr_info("boot: efi_main to app_main in %llu us (%llu TSC cycles)",
-            (unsigned long long)(tsc_to_ns(tsc_at_main - bi->tsc_at_efi_main) / 1000),
-            (unsigned long long)(tsc_at_main - bi->tsc_at_efi_main));
+            (unsigned long long)(tsc_to_ns(times.main - bi->tsc_at_efi_main) / 1000),
+            (unsigned long long)(times.main - bi->tsc_at_efi_main));
     int status = app_main();
     pr_info("%s: returned %d", app_name, status);
     power_off(status);

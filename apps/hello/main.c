@@ -123,6 +123,19 @@ static void report_platform(void)
     uint64_t cycles = kernel_tsc_at_main() - bi->tsc_at_efi_main;
     kprintf("boot time     efi_main to main: %llu TSC cycles, %llu us (ExitBootServices attempts: %u)\n",
             (unsigned long long)cycles, (unsigned long long)(tsc_to_ns(cycles) / 1000), bi->efi_exit_attempts);
+    const struct boot_times *bt = kernel_boot_times();
+    kprintf("loader steps  command line %llu us, firmware tables %llu us, kernel copy %llu us, page tables %llu us, "
+            "ExitBootServices %llu us\n",
+            (unsigned long long)(tsc_to_ns(bi->tsc_loader[0] - bi->tsc_at_efi_main) / 1000),
+            (unsigned long long)(tsc_to_ns(bi->tsc_loader[1] - bi->tsc_loader[0]) / 1000),
+            (unsigned long long)(tsc_to_ns(bi->tsc_loader[2] - bi->tsc_loader[1]) / 1000),
+            (unsigned long long)(tsc_to_ns(bi->tsc_loader[3] - bi->tsc_loader[2]) / 1000),
+            (unsigned long long)(tsc_to_ns(bi->tsc_at_kernel_entry - bi->tsc_loader[3]) / 1000));
+    kprintf("boot phases   loader %llu us, kernel set-up %llu us, AP start-up %llu us, to main %llu us\n",
+            (unsigned long long)(tsc_to_ns(bi->tsc_at_kernel_entry - bi->tsc_at_efi_main) / 1000),
+            (unsigned long long)(tsc_to_ns(bt->smp_start - bi->tsc_at_kernel_entry) / 1000),
+            (unsigned long long)(tsc_to_ns(bt->smp_done - bt->smp_start) / 1000),
+            (unsigned long long)(tsc_to_ns(bt->main - bt->smp_done) / 1000));
 }
 
 /* ---- self-checks ---- */
