@@ -328,8 +328,9 @@ bool acpi_find_s5(const uint8_t *aml, size_t len, uint8_t *typa, uint8_t *typb)
     for (size_t i = 0; i + 4 <= len; i++) {
         if (memcmp(aml + i, "_S5_", 4) != 0)
             continue;
-        /* NameOp, optionally with a root or parent prefix, before the name. */
-        bool named = (i >= 1 && aml[i - 1] == 0x08) || (i >= 2 && aml[i - 2] == 0x08 && aml[i - 1] == '\\');
+        /* NameOp, optionally with a root ('\\') or parent ('^') prefix, before the name. */
+        bool named = (i >= 1 && aml[i - 1] == 0x08) ||
+                     (i >= 2 && aml[i - 2] == 0x08 && (aml[i - 1] == '\\' || aml[i - 1] == '^'));
         if (!named)
             continue;
         size_t p = i + 4;
@@ -456,10 +457,15 @@ status_t acpi_parse(struct acpi_info *out, uint64_t rsdp_phys, acpi_map_fn map, 
                 ti->phys = out->dsdt_phys;
                 ti->checksum_ok = sum(d, len) == 0;
             }
-            out->have_s5 = acpi_find_s5(d + sizeof(struct acpi_header), len - sizeof(struct acpi_header),
-                                        &out->s5_typa, &out->s5_typb);
-            if (!out->have_s5)
-                REPORT("acpi: DSDT has no \\_S5 package: ACPI power-off will use sleep type 0");
+            if (sum(d, len) != 0) {
+                REPORT("acpi: DSDT at %#llx: checksum wrong; not used (ACPI power-off will use sleep type 0)",
+                       (unsigned long long)out->dsdt_phys);
+            } else {
+                out->have_s5 = acpi_find_s5(d + sizeof(struct acpi_header), len - sizeof(struct acpi_header),
+                                            &out->s5_typa, &out->s5_typb);
+                if (!out->have_s5)
+                    REPORT("acpi: DSDT has no \\_S5 package: ACPI power-off will use sleep type 0");
+            }
         } else if (d) {
             REPORT("acpi: DSDT at %#llx has the wrong signature", (unsigned long long)out->dsdt_phys);
         }

@@ -137,8 +137,7 @@ static bool parse_u64(const char *s, uint64_t *out)
         base = 16;
         s += 2;
     }
-    if (!*s)
-        return false;
+    const char *digits = s;
     for (; *s; s++) {
         unsigned d;
         if (*s >= '0' && *s <= '9')
@@ -153,6 +152,8 @@ static bool parse_u64(const char *s, uint64_t *out)
             return false;
         v = v * base + d;
     }
+    if (s == digits) /* a bare suffix such as "k" or "0x" is not a number */
+        return false;
     unsigned shift = 0;
     if (*s == 'k' || *s == 'K')
         shift = 10;
@@ -221,8 +222,11 @@ int cmdline_choice(const struct cmdline *cl, const char *key, const char *const 
     list[0] = '\0';
     for (int i = 0; choices[i] && n < sizeof list; i++)
         n += (size_t)fmt_snprintf(list + n, sizeof list - n, "%s%s", i ? "|" : "", choices[i]);
+    int count = 0;
+    while (choices[count])
+        count++;
     reportf(cl, "cmdline: '%s=%s': expected one of %s; using %s", key, v, list,
-            dflt >= 0 ? choices[dflt] : "the default");
+            dflt >= 0 && dflt < count ? choices[dflt] : "the default");
     return dflt;
 }
 

@@ -91,6 +91,8 @@ int fmt_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
                 flags |= F_LEFT;
                 width = width == INT32_MIN ? INT32_MAX : -width;
             }
+            if (width > 100000) /* the same cap as a literal width: output is bounded anyway */
+                width = 100000;
             p++;
         } else {
             while (*p >= '0' && *p <= '9') {
@@ -107,6 +109,8 @@ int fmt_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
                 prec = va_arg(ap, int);
                 if (prec < 0)
                     prec = -1;
+                else if (prec > 100000)
+                    prec = 100000;
                 p++;
             } else {
                 while (*p >= '0' && *p <= '9') {

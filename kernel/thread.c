@@ -332,3 +332,33 @@ void sched_idle_loop(void)
             sti_hlt();
     }
 }
+
+void sched_dump(void)
+{
+    for (uint32_t i = 0; i < MAX_CPUS; i++) {
+        struct cpu *c = cpus[i];
+        if (!c || !c->online)
+            continue;
+        irql_t old = irql_raise(IRQL_HIGH);
+        raw_spin_lock(&c->rq_lock);
+        char ready[160];
+        size_t n = 0;
+        ready[0] = '\0';
+        list_for_each(it, &c->runqueue) {
+            struct thread *t = container_of(it, struct thread, rq_link);
+            n += (size_t)fmt_snprintf(ready + n, n < sizeof ready ? sizeof ready - n : 0, " %s#%llu", t->name,
+                                      (unsigned long long)t->id);
+            if (n >= sizeof ready)
+                break;
+        }
+        struct thread *cur = c->current;
+        bool resched = c->need_resched, armed = c->timer_armed;
+        uint64_t switches = c->context_switches, irqs = c->interrupts;
+        raw_spin_unlock(&c->rq_lock);
+        irql_lower(old);
+        kprintf("sched: cpu%u current %s#%llu (state %d), need_resched %d, timer %s, %llu switches, %llu interrupts, "
+                "ready:%s\n",
+                c->id, cur->name, (unsigned long long)cur->id, cur->state, resched, armed ? "armed" : "idle",
+                (unsigned long long)switches, (unsigned long long)irqs, ready[0] ? ready : " (none)");
+    }
+}

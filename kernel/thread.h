@@ -61,6 +61,8 @@ void thread_detach(struct thread *t);
 void thread_yield(void);
 void thread_sleep_ns(uint64_t ns);
 struct thread *thread_current(void);
+/* Prints every CPU's scheduler state (current thread, ready queue, counters). Any IRQL <= DISPATCH. */
+void sched_dump(void);
 
 /* Scheduler internals shared with sync.c, timer.c, smp.c. */
 void sched_cpu_init(struct cpu *c, bool boot_cpu);

@@ -17,6 +17,7 @@
 #include "kernel/acpi.h"
 #include "kernel/app.h"
 #include "kernel/dpc.h"
+#include "kernel/fmt.h"
 #include "kernel/log.h"
 #include "kernel/mm.h"
 #include "kernel/panic.h"
@@ -358,7 +359,9 @@ static void check_sync(void)
     unsigned started = 0;
     for (unsigned i = 0; i < n; i++) {
         struct thread *t;
-        if (thread_create("counter", count_worker, &sc, (int)(i % cpu_count), &t) == STATUS_OK) {
+        char name[16];
+        fmt_snprintf(name, sizeof name, "counter%u", i);
+        if (thread_create(name, count_worker, &sc, (int)(i % cpu_count), &t) == STATUS_OK) {
             thread_detach(t);
             started++;
         }
@@ -366,6 +369,11 @@ static void check_sync(void)
     unsigned finished = 0;
     for (unsigned i = 0; i < started; i++)
         finished += semaphore_wait(&sc.sem, 10000000000ull) == STATUS_OK;
+    if (finished != started) {
+        kprintf("hello: %u of %u counters did not finish; mutex owner %s\n", started - finished, started,
+                sc.m.owner ? sc.m.owner->name : "(none)");
+        sched_dump();
+    }
     CHECK(started == n && finished == n && sc.value == n * sc.per_thread,
           "%u threads on %u CPUs counted to %llu under a mutex (want %llu)", n, cpu_count,
           (unsigned long long)sc.value, (unsigned long long)(n * sc.per_thread));
