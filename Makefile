@@ -125,6 +125,10 @@ test: deps
 	@$(MAKE) --no-print-directory unit $(FUZZERS)
 	@python3 test/run_tests.py --build $(BUILD) --fuzz-seconds $(or $(FUZZ_SECONDS),10)
 
+bench: deps
+	@$(MAKE) --no-print-directory APP=hello all
+	@python3 tools/bench_boot.py --build $(BUILD) --boots $(or $(BOOTS),5)
+
 fuzz: deps $(FUZZERS)
 	@python3 test/run_tests.py --build $(BUILD) --only fuzz --fuzz-seconds $(or $(FUZZ_SECONDS),300)
 
