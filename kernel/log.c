@@ -21,7 +21,6 @@ void log_init_early(void)
 }
 
 void log_enable_serial(void) { serial_on = true; }
-void log_enable_fb(void) { fb_on = true; }
 void log_set_level(enum log_level lvl) { max_level = lvl; }
 void log_panic_mode(void) { panic_mode = true; }
 
@@ -44,6 +43,19 @@ static void unlock(irql_t old)
     if (log_lock.locked)
         raw_spin_unlock(&log_lock);
     irql_lower(old);
+}
+
+void log_enable_fb(void)
+{
+    /* Replay what was logged before the framebuffer was up, so the screen shows the whole boot. */
+    irql_t old = lock();
+    char chunk[256];
+    uint64_t pos = 0;
+    size_t n;
+    while ((n = memlog_read(&memlog, &pos, chunk, sizeof chunk)) > 0)
+        fbcon_write(chunk, n);
+    fb_on = true;
+    unlock(old);
 }
 
 static void emit(const char *s, size_t n)

@@ -45,7 +45,7 @@ static bool acpi_ok;
 static struct cmdline cmdline;
 static struct boot_times times;
 
-static const char *const kernel_cmdline_keys[] = { "loglevel", "console", "panic", "maxcpus", NULL };
+static const char *const kernel_cmdline_keys[] = { "loglevel", "console", "panic", "maxcpus", "poweroff", NULL };
 
 const struct boot_info *kernel_boot_info(void) { return boot_info; }
 const struct acpi_info *kernel_acpi(void) { return acpi_ok ? &acpi : NULL; }
@@ -119,6 +119,8 @@ void kmain(struct boot_info *bi)
         pr_err("acpi: unusable (%s): one CPU, no ACPI power-off", status_name(s));
     tsc_calibrate(acpi_ok ? &acpi : NULL);
     power_init(acpi_ok ? &acpi : NULL);
+    static const char *const poweroff_modes[] = { "auto", "acpi", NULL };
+    power_set_acpi_only(cmdline_choice(&cmdline, "poweroff", poweroff_modes, 0) == 1);
     static const char *const panic_modes[] = { "poweroff", "halt", NULL };
     panic_set_halt(cmdline_choice(&cmdline, "panic", panic_modes, power_is_qemu() ? 0 : 1) == 1);
 

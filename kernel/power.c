@@ -16,6 +16,7 @@ static struct {
     uint8_t sleep_control_space;
     uint8_t typa, typb;
     int qemu;
+    bool acpi_only;
 } pw;
 static void (*hooks[8])(void);
 static unsigned hook_count;
@@ -54,6 +55,11 @@ void power_init(const struct acpi_info *acpi)
     }
 }
 
+void power_set_acpi_only(bool acpi_only)
+{
+    pw.acpi_only = acpi_only;
+}
+
 void power_register_shutdown_hook(void (*fn)(void))
 {
     if (hook_count < sizeof hooks / sizeof hooks[0])
@@ -69,7 +75,7 @@ void power_off(int status)
     cli();
     if (!pw.qemu)
         detect_qemu(); /* a panic before power_init still ends a QEMU run */
-    if (pw.qemu)
+    if (pw.qemu && !pw.acpi_only)
         outb(QEMU_DEBUG_EXIT_PORT, (uint8_t)status); /* QEMU exits with (status << 1) | 1 */
     if (pw.sleep_control) {
         uint8_t v = (uint8_t)(((pw.typa & 7) << 2) | SLP_EN_HWR);

@@ -7,6 +7,7 @@
 #ifndef KERNEL_POWER_H
 #define KERNEL_POWER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct acpi_info;
@@ -16,6 +17,8 @@ struct acpi_info;
 #define POWER_STATUS_PANIC 0x7f
 
 void power_init(const struct acpi_info *acpi);
+/* poweroff=acpi on the command line: skip QEMU's debug-exit port (to test the ACPI path). */
+void power_set_acpi_only(bool acpi_only);
 /* Hooks run at PASSIVE... or wherever power_off is called from; they must not block. Up to 8. */
 void power_register_shutdown_hook(void (*fn)(void));
 void power_off(int status) __attribute__((noreturn));

@@ -21,7 +21,8 @@ import qemu_run  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# name, command line, CPUs, expected exit status, patterns that must appear, patterns that must not
+# name, command line, CPUs, expected exit status ("raw:N": QEMU's own exit code), patterns that must
+# appear, patterns that must not
 BOOT_TESTS = [
     ("hello: platform report and self-checks on 2 CPUs", "", 2, 0,
      [r"cpus\s+2 online", r"Hyper-V not present", r"acpi\s+RSDP revision 2",
@@ -39,6 +40,8 @@ BOOT_TESTS = [
      [r"word 'bogus' ignored: expected key=value", r"'loglevel=loud': expected one of error\|warn\|info\|debug",
       r"word '=x' ignored: empty key", r"word 'unknownkey=1' ignored: unknown key 'unknownkey'",
       r"'maxcpus=99999': outside 1\.\.64; using 64", r"cpus\s+2 online"], [r"PANIC"]),
+    ("power-off through ACPI S5 (FADT PM1 control, \\_S5 from the DSDT) ends QEMU with exit code 0",
+     "selftest=0 poweroff=acpi", 2, "raw:0", [r"power: off with status 0"], [r"did not take effect"]),
     ("fault: null pointer read is reported as a page fault", "selftest=0 fault=pf", 2, 0x7F,
      [r"FATAL EXCEPTION: vector 14, page fault \(#PF\)", r"fault address \(CR2\) 0000000000000008",
       r"rip ffffffff8", r"backtrace", r"#1 ffffffff8", r"PANIC on cpu 0", r"power: off with status 127"], []),
@@ -116,7 +119,10 @@ def run_boot(build, res, only=None):
         if only and only not in name:
             continue
         t0 = time.monotonic()
-        status, out = qemu_run.run(disk, smp=smp, cmdline=cmdline, timeout=240, quiet=True)
+        raw = isinstance(want, str) and want.startswith("raw:")
+        if raw:
+            want = int(want[4:])
+        status, out = qemu_run.run(disk, smp=smp, cmdline=cmdline, timeout=240, quiet=True, raw=raw)
         took = time.monotonic() - t0
         problems = []
         if status != want:
@@ -135,6 +141,34 @@ def run_boot(build, res, only=None):
         res.add(not problems, f"boot {name} ({took:.1f} s)", "; ".join(problems) + f" (log: {log})")
 
 
+def run_screen(build, res):
+    """The framebuffer console, read back from a screendump: the panic report must be on screen."""
+    sys.path.insert(0, os.path.join(HERE, "boot"))
+    import screen
+    disk = os.path.join(build, "hello", "disk.img")
+    ppm = os.path.join(build, "boot-logs", "screen-panic.ppm")
+    os.makedirs(os.path.dirname(ppm), exist_ok=True)
+    if os.path.exists(ppm):
+        os.remove(ppm)
+    t0 = time.monotonic()
+    status, out = qemu_run.run(disk, smp=2, cmdline="selftest=0 fault=panic panic=halt", timeout=240, quiet=True,
+                               screendump=(r"\*\*\* system halted", ppm))
+    problems = []
+    text = ""
+    if status != 0:
+        problems.append(f"no screendump (status {status})")
+    else:
+        text = screen.screen_text(ppm)
+        with open(ppm[:-4] + ".txt", "w") as f:
+            f.write(text)
+        for want in ["hvrt: a unikernel runtime for Hyper-V; application 'hello'", "*** PANIC on cpu 0 (thread main): deliberate panic from the command line",
+                     "*** system halted", "== platform ==", "hello: triggering fault 'panic' on purpose"]:
+            if want not in text:
+                problems.append(f"screen lacks {want!r}")
+    res.add(not problems, f"boot framebuffer console shows the panic report, read back from a screendump "
+            f"({time.monotonic() - t0:.1f} s)", "; ".join(problems) + f" (screen text: {ppm[:-4]}.txt)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
@@ -150,6 +184,8 @@ def main():
         run_fuzz(args.build, res, args.fuzz_seconds)
     if args.only in (None, "boot"):
         run_boot(args.build, res, args.boot_filter)
+        if not args.boot_filter or "screen" in args.boot_filter:
+            run_screen(args.build, res)
     print(f"\ntest suite took {time.monotonic() - t0:.0f} s")
     if res.failures:
         print("failed:\n  " + "\n  ".join(res.failures))

@@ -8,7 +8,9 @@ a timeout is status 124, and any other QEMU failure is reported as it is.
 """
 import argparse
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +31,7 @@ def with_cmdline(disk, cmdline, tmp):
     return copy
 
 
-def qemu_command(disk, vars_fd, smp, mem, extra):
+def qemu_command(disk, vars_fd, smp, mem, extra, monitor="none"):
     return [
         "qemu-system-x86_64",
         "-machine", "q35", "-accel", "tcg", "-cpu", "max",
@@ -37,21 +39,46 @@ def qemu_command(disk, vars_fd, smp, mem, extra):
         "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
         "-drive", f"if=pflash,format=raw,file={vars_fd}",
         "-drive", f"file={disk},format=raw,media=disk",
-        "-display", "none", "-monitor", "none",
+        "-display", "none", "-monitor", monitor,
         "-serial", "stdio",
         "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
         "-no-reboot",
     ] + extra
 
 
-def run(disk, smp=2, mem="256M", cmdline=None, timeout=None, log=None, quiet=False, extra=()):
-    """Returns (status, output). status: the guest's exit status, 124 on timeout."""
+def take_screendump(sock_path, ppm):
+    """Asks QEMU's monitor for a screendump of the display (the GOP framebuffer) into ppm."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(sock_path)
+        s.settimeout(10)
+        s.sendall(f"screendump {ppm}\n".encode())
+        deadline = time.monotonic() + 20
+        last = -1
+        while time.monotonic() < deadline:
+            size = os.path.getsize(ppm) if os.path.exists(ppm) else -1
+            if size > 0 and size == last:
+                return True
+            last = size
+            time.sleep(0.5)
+    return False
+
+
+def run(disk, smp=2, mem="256M", cmdline=None, timeout=None, log=None, quiet=False, extra=(), raw=False,
+        screendump=None):
+    """Returns (status, output). status: the guest's exit status, 124 on timeout; with raw=True,
+    QEMU's own exit code instead (0 after an ACPI power-off, status*2+1 after isa-debug-exit).
+    screendump=(regex, ppm_path): once the serial output matches regex, save the screen to
+    ppm_path and stop QEMU (status 0 if the dump was written, 126 if not)."""
     with tempfile.TemporaryDirectory(prefix="hvrt-qemu-") as tmp:
         vars_fd = os.path.join(tmp, "vars.fd")
         shutil.copyfile(OVMF_VARS, vars_fd)
         if cmdline is not None:
             disk = with_cmdline(disk, cmdline, tmp)
-        cmd = qemu_command(disk, vars_fd, smp, mem, list(extra))
+        monitor = "none"
+        sock_path = os.path.join(tmp, "monitor.sock")
+        if screendump:
+            monitor = f"unix:{sock_path},server=on,wait=off"
+        cmd = qemu_command(disk, vars_fd, smp, mem, list(extra), monitor)
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out = bytearray()
         start = time.monotonic()
@@ -72,6 +99,12 @@ def run(disk, smp=2, mem="256M", cmdline=None, timeout=None, log=None, quiet=Fal
                 break
             else:
                 time.sleep(0.02)
+            if screendump and re.search(screendump[0], out.decode("utf-8", "replace")):
+                dumped = take_screendump(sock_path, screendump[1])
+                proc.kill()
+                proc.wait()
+                text = out.decode("utf-8", "replace").replace("\r\n", "\n")
+                return (0 if dumped else 126), text
             if timeout and time.monotonic() - start > timeout:
                 timed_out = True
                 proc.kill()
@@ -88,6 +121,8 @@ def run(disk, smp=2, mem="256M", cmdline=None, timeout=None, log=None, quiet=Fal
         if timed_out:
             return 124, text
         code = proc.returncode
+        if raw:
+            return code, text
         if code & 1:
             return code >> 1, text
         if code == 0 and "power: off with status 0" in text:
