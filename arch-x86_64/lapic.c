@@ -3,6 +3,7 @@
 #include "arch-x86_64/lapic.h"
 
 #include "arch-x86_64/cpu.h"
+#include "arch-x86_64/hypervisor.h"
 #include "arch-x86_64/irql.h"
 #include "arch-x86_64/tsc.h"
 #include "kernel/log.h"
@@ -31,7 +32,6 @@ enum {
 #define ICR_LEVEL_ASSERT (1u << 14)
 #define APIC_BASE_ENABLE (1ull << 11)
 #define APIC_BASE_X2 (1ull << 10)
-#define HV_MSR_APIC_FREQUENCY 0x40000023u
 
 static uint32_t rd(uint32_t reg)
 {
@@ -106,12 +106,7 @@ void lapic_send_sipi(uint32_t apic_id, uint8_t page)
 
 static bool hyperv_apic_hz(uint64_t *hz)
 {
-    if (!(cpuid(1, 0).ecx & (1u << 31)))
-        return false;
-    struct cpuid_regs r = cpuid(0x40000000, 0);
-    if (r.ebx != 0x7263694d || r.ecx != 0x666f736f || r.edx != 0x76482074 || r.eax < 0x40000003)
-        return false;
-    if (!(cpuid(0x40000003, 0).eax & (1u << 11))) /* AccessFrequencyRegs */
+    if (!hyperv_frequency_msrs())
         return false;
     *hz = rdmsr(HV_MSR_APIC_FREQUENCY);
     return *hz != 0;

@@ -1,6 +1,7 @@
 #include "arch-x86_64/tsc.h"
 
 #include "arch-x86_64/cpu.h"
+#include "arch-x86_64/hypervisor.h"
 #include "kernel/acpi.h"
 #include "kernel/log.h"
 
@@ -12,8 +13,6 @@ static uint16_t pm_port;
 static bool pm_32bit;
 
 #define PM_TIMER_HZ 3579545ull
-#define HV_MSR_TSC_FREQUENCY 0x40000022u
-#define HV_ACCESS_FREQUENCY_MSRS (1u << 11) /* CPUID 0x40000003 EAX, AccessFrequencyRegs */
 
 void tsc_set_boot(uint64_t t)
 {
@@ -75,14 +74,7 @@ static uint64_t measure_against_pm(uint32_t pm_ticks)
 
 static bool hyperv_tsc_msr(uint64_t *hz)
 {
-    struct cpuid_regs r = cpuid(1, 0);
-    if (!(r.ecx & (1u << 31)))
-        return false;
-    r = cpuid(0x40000000, 0);
-    if (r.ebx != 0x7263694d || r.ecx != 0x666f736f || r.edx != 0x76482074 || r.eax < 0x40000003) /* "Microsoft Hv" */
-        return false;
-    r = cpuid(0x40000003, 0);
-    if (!(r.eax & HV_ACCESS_FREQUENCY_MSRS))
+    if (!hyperv_frequency_msrs())
         return false;
     *hz = rdmsr(HV_MSR_TSC_FREQUENCY);
     return *hz != 0;

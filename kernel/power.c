@@ -1,6 +1,7 @@
 #include "kernel/power.h"
 
 #include "arch-x86_64/cpu.h"
+#include "arch-x86_64/hypervisor.h"
 #include "arch-x86_64/smp.h"
 #include "kernel/acpi.h"
 #include "kernel/log.h"
@@ -28,16 +29,10 @@ int power_is_qemu(void)
 
 static void detect_qemu(void)
 {
-    struct cpuid_regs r = cpuid(1, 0);
-    if (r.ecx & (1u << 31)) {
-        r = cpuid(0x40000000, 0);
-        char vendor[13];
-        memcpy(vendor, &r.ebx, 4);
-        memcpy(vendor + 4, &r.ecx, 4);
-        memcpy(vendor + 8, &r.edx, 4);
-        vendor[12] = '\0';
+    char vendor[13];
+    uint32_t max;
+    if (cpu_hypervisor_vendor(vendor, &max))
         pw.qemu = strcmp(vendor, "TCGTCGTCGTCG") == 0 || strcmp(vendor, "KVMKVMKVM") == 0;
-    }
 }
 
 void power_init(const struct acpi_info *acpi)

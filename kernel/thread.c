@@ -34,6 +34,19 @@ static void thread_struct_init(struct thread *t, const char *name, struct cpu *c
     event_init(&t->done, EVENT_NOTIFICATION, false);
 }
 
+/* The frame context_switch pops for a thread that has never run: r15 r14 r13 r12 rbx rbp, RFLAGS
+ * with interrupts off (thread_start enables them), then the return into thread_entry_asm. */
+static void prepare_first_switch(struct thread *t)
+{
+    uint64_t *sp = (uint64_t *)t->stack_top;
+    *--sp = 0; /* alignment, and the end of backtraces */
+    *--sp = (uint64_t)thread_entry_asm;
+    *--sp = 0x2;
+    for (int i = 0; i < 6; i++)
+        *--sp = 0;
+    t->rsp = (uint64_t)sp;
+}
+
 static void release(struct thread *t)
 {
     if (__atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) == 0)
@@ -153,14 +166,7 @@ status_t thread_create(const char *name, thread_fn fn, void *arg, int cpu, struc
         kfree(t);
         return s;
     }
-    /* The frame context_switch pops: r15 r14 r13 r12 rbx rbp rflags, then returns. */
-    uint64_t *sp = (uint64_t *)t->stack_top;
-    *--sp = 0;                         /* alignment / end of backtrace */
-    *--sp = (uint64_t)thread_entry_asm;
-    *--sp = 0x2;                       /* RFLAGS: interrupts off until thread_start */
-    for (int i = 0; i < 6; i++)
-        *--sp = 0;
-    t->rsp = (uint64_t)sp;
+    prepare_first_switch(t);
     t->state = THREAD_BLOCKED;
     if (out)
         *out = t;
@@ -307,13 +313,7 @@ void sched_cpu_init(struct cpu *c, bool boot_cpu)
     idle->stack_pages = THREAD_STACK_PAGES;
     if (stack_alloc(idle->stack_pages, &idle->stack_top) != STATUS_OK)
         panic("sched: no memory for the idle stack");
-    uint64_t *sp = (uint64_t *)idle->stack_top;
-    *--sp = 0;
-    *--sp = (uint64_t)thread_entry_asm;
-    *--sp = 0x2;
-    for (int i = 0; i < 6; i++)
-        *--sp = 0;
-    idle->rsp = (uint64_t)sp;
+    prepare_first_switch(idle);
     idle->state = THREAD_READY;
     c->idle = idle;
 }

@@ -8,6 +8,7 @@
  * report (it must be reported and end the machine, never hang); selftest=0 skips the checks.
  */
 #include "arch-x86_64/cpu.h"
+#include "arch-x86_64/hypervisor.h"
 #include "arch-x86_64/interrupts.h"
 #include "arch-x86_64/irql.h"
 #include "arch-x86_64/lapic.h"
@@ -65,16 +66,10 @@ static void report_platform(void)
     kprintf("firmware      %s (revision %#x)\n", bi->firmware_vendor, bi->firmware_revision);
     kprintf("command line  '%s' (from %s)\n", bi->cmdline, bi->cmdline_source);
 
-    struct cpuid_regs r = cpuid(1, 0);
-    char vendor[13] = "none";
-    if (r.ecx & (1u << 31)) {
-        struct cpuid_regs h = cpuid(0x40000000, 0);
-        memcpy(vendor, &h.ebx, 4);
-        memcpy(vendor + 4, &h.ecx, 4);
-        memcpy(vendor + 8, &h.edx, 4);
-        vendor[12] = '\0';
-    }
-    bool hyperv = strcmp(vendor, "Microsoft Hv") == 0 && cpuid(0x40000001, 0).eax == 0x31237648;
+    char vendor[13];
+    uint32_t max_leaf;
+    cpu_hypervisor_vendor(vendor, &max_leaf);
+    bool hyperv = hyperv_present();
     kprintf("hypervisor    %s; Hyper-V %s\n", vendor, hyperv ? "present (Hv#1 interface)" : "not present");
 
     kprintf("cpus          %u online:", cpu_count);

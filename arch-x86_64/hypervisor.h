@@ -1,0 +1,51 @@
+/*
+ * hypervisor: what CPUID says about the hypervisor underneath (leaf 0x40000000 and up), shared by the
+ * clock code, power-off and the applications' reports. Callable at any IRQL.
+ */
+#ifndef ARCH_HYPERVISOR_H
+#define ARCH_HYPERVISOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "arch-x86_64/cpu.h"
+#include "kernel/string.h"
+
+#define HV_CPUID_PRIVILEGES 0x40000003u
+#define HV_MSR_TSC_FREQUENCY 0x40000022u  /* hyperv-facts 3.2 (openvmm hvdef) */
+#define HV_MSR_APIC_FREQUENCY 0x40000023u
+#define HV_PRIV_ACCESS_FREQUENCY_MSRS (1u << 11) /* EAX: TSC/APIC frequency MSRs readable */
+
+/* The 12-character vendor of leaf 0x40000000 into vendor[13]; false (vendor "none") without one. */
+static inline bool cpu_hypervisor_vendor(char vendor[13], uint32_t *max_leaf)
+{
+    if (!(cpuid(1, 0).ecx & (1u << 31))) {
+        memcpy(vendor, "none", 5);
+        *max_leaf = 0;
+        return false;
+    }
+    struct cpuid_regs r = cpuid(0x40000000, 0);
+    memcpy(vendor, &r.ebx, 4);
+    memcpy(vendor + 4, &r.ecx, 4);
+    memcpy(vendor + 8, &r.edx, 4);
+    vendor[12] = '\0';
+    *max_leaf = r.eax;
+    return true;
+}
+
+/* Microsoft's hypervisor with the "Hv#1" interface (TLFS: CPUID 0x40000000/0x40000001). */
+static inline bool hyperv_present(void)
+{
+    char v[13];
+    uint32_t max;
+    return cpu_hypervisor_vendor(v, &max) && strcmp(v, "Microsoft Hv") == 0 && max >= 0x40000005 &&
+           cpuid(0x40000001, 0).eax == 0x31237648;
+}
+
+/* Hyper-V lets this partition read HV_X64_MSR_TSC_FREQUENCY / APIC_FREQUENCY. */
+static inline bool hyperv_frequency_msrs(void)
+{
+    return hyperv_present() && (cpuid(HV_CPUID_PRIVILEGES, 0).eax & HV_PRIV_ACCESS_FREQUENCY_MSRS);
+}
+
+#endif
