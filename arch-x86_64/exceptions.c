@@ -104,6 +104,12 @@ void exception_handle(struct int_frame *f)
         f->rax = 1;
         return;
     }
+    if (f->vector == 2 && c && c->nmi_dump_request) {
+        if (!log_held_here())
+            dump_frame(f, "STATE DUMP (NMI)");
+        __atomic_store_n(&c->nmi_dump_request, false, __ATOMIC_RELEASE);
+        return;
+    }
     if (f->vector == 2 && (panic_in_progress() || smp_stopping)) {
         /* Another CPU panicked or is powering off, and stopped us. */
         for (;;)

@@ -139,6 +139,23 @@ void smp_start_aps(const struct boot_info *bi, const struct acpi_info *acpi, uin
 
 volatile bool smp_stopping;
 
+void smp_dump_cpus(void)
+{
+    struct cpu *me = this_cpu();
+    for (uint32_t i = 0; i < MAX_CPUS; i++) {
+        struct cpu *c = cpus[i];
+        if (!c || c == me || !c->online)
+            continue;
+        __atomic_store_n(&c->nmi_dump_request, true, __ATOMIC_RELEASE);
+        lapic_send_nmi(c->apic_id);
+        uint64_t deadline = rdtsc() + ns_to_tsc(200000000);
+        while (__atomic_load_n(&c->nmi_dump_request, __ATOMIC_ACQUIRE) && (int64_t)(rdtsc() - deadline) < 0)
+            cpu_relax();
+        if (c->nmi_dump_request)
+            pr_err("smp: cpu%u did not answer the dump NMI in 200 ms", c->id);
+    }
+}
+
 void smp_stop_others(void)
 {
     smp_stopping = true;

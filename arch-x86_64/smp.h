@@ -18,6 +18,8 @@ void smp_start_aps(const struct boot_info *bi, const struct acpi_info *acpi, uin
 /* NMIs every other online CPU; they halt. For panic and power-off. */
 extern volatile bool smp_stopping;
 void smp_stop_others(void);
+/* Every other online CPU reports, from an NMI, where it is (registers and backtrace): for hangs. */
+void smp_dump_cpus(void);
 /* Per-CPU architecture set-up shared by the boot CPU and the APs: GDT/TSS with IST stacks, IDT,
  * paging features, local APIC. */
 void arch_cpu_setup(struct cpu *c);

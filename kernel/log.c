@@ -24,6 +24,11 @@ void log_enable_serial(void) { serial_on = true; }
 void log_set_level(enum log_level lvl) { max_level = lvl; }
 void log_panic_mode(void) { panic_mode = true; }
 
+bool log_held_here(void)
+{
+    return log_lock.locked && log_lock.owner == (percpu_ready() ? this_cpu()->id + 1 : 1);
+}
+
 static irql_t lock(void)
 {
     irql_t old = irql_raise(IRQL_HIGH);

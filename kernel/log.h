@@ -9,6 +9,7 @@
 #define KERNEL_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,7 +29,9 @@ void kprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The in-memory log, for applications that want to show or ship it. */
 size_t log_read(uint64_t *pos, char *out, size_t n);
 
-void log_panic_mode(void); /* from panic: stop honouring the lock once it has waited long enough */
+void log_panic_mode(void);
+/* True if this CPU holds the log lock (an NMI that interrupted a log write must not log). */
+bool log_held_here(void); /* from panic: stop honouring the lock once it has waited long enough */
 
 #define pr_err(...) klog(LOG_ERROR, __VA_ARGS__)
 #define pr_warn(...) klog(LOG_WARN, __VA_ARGS__)

@@ -53,6 +53,7 @@ struct cpu {
     uint32_t hv_vp_index;      /* Hyper-V VP index (= id until the hv layer reads the MSR) */
 
     /* Exception probe (arch-x86_64/exceptions.c): an expected fault resumes at probe_resume. */
+    volatile bool nmi_dump_request; /* smp_dump_cpus(): report the interrupted state from the NMI */
     volatile uint8_t probe_vector; /* 0xff = none armed */
     uint64_t probe_resume;
     uint64_t probe_hits;

@@ -5,7 +5,8 @@
  * the number of failed checks, so the machine powers off with status 0 only if all passed.
  *
  * Command line: fault=ud|pf|gp|de|stack|nx|wp|irql|assert|panic|none triggers that fault after the
- * report (it must be reported and end the machine, never hang); selftest=0 skips the checks.
+ * report (it must be reported and end the machine, never hang); selftest=0 skips the checks;
+ * stress=N repeats the multi-CPU mutex/semaphore check N times (stops at the first failure).
  */
 #include "arch-x86_64/cpu.h"
 #include "arch-x86_64/hypervisor.h"
@@ -13,6 +14,7 @@
 #include "arch-x86_64/irql.h"
 #include "arch-x86_64/lapic.h"
 #include "arch-x86_64/paging.h"
+#include "arch-x86_64/smp.h"
 #include "arch-x86_64/tsc.h"
 #include "boot/boot_info.h"
 #include "kernel/acpi.h"
@@ -29,7 +31,7 @@
 #include "kernel/timer.h"
 
 const char *const app_name = "hello";
-const char *const app_cmdline_keys[] = { "fault", "selftest", NULL };
+const char *const app_cmdline_keys[] = { "fault", "selftest", "stress", NULL };
 
 static unsigned passed, failed;
 
@@ -207,6 +209,50 @@ static void device_irq(struct int_frame *f, void *ctx)
     device_irq_hits++;
 }
 
+static struct event irq_event;
+static void waking_irq(struct int_frame *f, void *ctx)
+{
+    (void)f;
+    (void)ctx;
+    event_set(&irq_event); /* signalling is allowed at any IRQL */
+}
+
+struct waiter {
+    status_t result;
+    uint32_t cpu;
+};
+
+static void wait_for_irq_event(void *arg)
+{
+    struct waiter *w = arg;
+    w->result = event_wait(&irq_event, 2000000000ull);
+    w->cpu = this_cpu()->id;
+}
+
+/* A thread blocked on an event is woken by a device interrupt handler on its CPU. */
+static void check_interrupt_wakes_thread(void)
+{
+    uint8_t vec;
+    if (irq_alloc_vector(6, waking_irq, NULL, &vec) != STATUS_OK) {
+        CHECK(false, "device vector for the wake-up check");
+        return;
+    }
+    uint32_t target = cpu_count > 1 ? 1 : 0;
+    event_init(&irq_event, EVENT_SYNCHRONIZATION, false);
+    struct waiter w = { .result = STATUS_BUSY };
+    struct thread *t;
+    if (thread_create("irq-waiter", wait_for_irq_event, &w, (int)target, &t) != STATUS_OK) {
+        CHECK(false, "waiter thread created");
+        return;
+    }
+    thread_sleep_ns(5000000); /* let it block */
+    lapic_send_ipi(cpus[target]->apic_id, vec);
+    thread_join(t);
+    CHECK(w.result == STATUS_OK && w.cpu == target,
+          "an interrupt handler (vector %#x) on cpu%u woke a thread blocked on an event (%s)", vec, target,
+          status_name(w.result));
+}
+
 static void check_irql(void)
 {
     CHECK(irql_current() == IRQL_PASSIVE, "app_main runs at PASSIVE");
@@ -368,6 +414,7 @@ static void check_sync(void)
         kprintf("hello: %u of %u counters did not finish; mutex owner %s\n", started - finished, started,
                 sc.m.owner ? sc.m.owner->name : "(none)");
         sched_dump();
+        smp_dump_cpus();
     }
     CHECK(started == n && finished == n && sc.value == n * sc.per_thread,
           "%u threads on %u CPUs counted to %llu under a mutex (want %llu)", n, cpu_count,
@@ -451,11 +498,20 @@ int app_main(void)
         kprintf("\n== self-checks ==\n");
         check_irql();
         check_threads();
+        check_interrupt_wakes_thread();
         check_dpcs();
         check_timers();
         check_sync();
         check_exceptions();
         kprintf("\nhello: %u checks passed, %u failed\n", passed, failed);
+    }
+    uint64_t rounds = cmdline_u64(cl, "stress", 0, 0, 1000000);
+    if (rounds) {
+        kprintf("\n== scheduler stress: %llu rounds of the mutex/semaphore check ==\n", (unsigned long long)rounds);
+        unsigned before = failed;
+        for (uint64_t r = 0; r < rounds && failed == before; r++)
+            check_sync();
+        kprintf("hello: stress %s\n", failed == before ? "passed" : "FAILED");
     }
     const char *fault = cmdline_str(cl, "fault", "none");
     if (strcmp(fault, "none") != 0) {
