@@ -22,6 +22,9 @@ KERNEL_C := $(wildcard kernel/*.c) $(wildcard arch-x86_64/*.c)
 KERNEL_ASM := arch-x86_64/isr.asm arch-x86_64/entry.asm arch-x86_64/switch.asm arch-x86_64/trampoline_blob.asm
 KERNEL_OBJS := $(KERNEL_C:%.c=$(OBJ)/%.o) $(KERNEL_ASM:%.asm=$(OBJ)/%.o)
 APP_C := $(wildcard apps/$(APP)/*.c)
+ifeq ($(APP_C),)
+$(error APP=$(APP): no application in apps/$(APP)/ (have: $(notdir $(wildcard apps/*))))
+endif
 APP_OBJS := $(APP_C:%.c=$(B)/%.o)
 
 # ---- the UEFI loader (GNU-EFI) ----
