@@ -39,7 +39,7 @@ DISK_MB := 64
 ESP_SECTORS := $(shell echo $$(( ($(DISK_MB) - 2) * 2048 )))
 
 .PHONY: all deps run test unit boot-tests fuzz bench vhdx clean
-all: deps $(B)/$(APP).efi $(B)/disk.img
+all: deps $(BUILD)/$(APP).efi $(B)/disk.img
 
 deps:
 	@tools/deps.sh
@@ -88,6 +88,9 @@ $(B)/$(APP).efi: $(B)/loader.so
 		-j .rela.* -j .reloc --target efi-app-x86_64 --subsystem=10 $< $@
 	@echo "image: $@ ($$(stat -c %s $@) bytes)"
 
+$(BUILD)/$(APP).efi: $(B)/$(APP).efi
+	cp $< $@
+
 # A GPT disk with one EFI system partition (FAT), built without root: mtools and sgdisk.
 $(B)/disk.img: $(B)/$(APP).efi tools/mkdisk.sh
 	tools/mkdisk.sh $@ $(B)/$(APP).efi $(DISK_MB) "$(CMDLINE)"
@@ -124,7 +127,7 @@ $(BUILD)/fuzz/fuzz_%: test/fuzz/fuzz_%.c $(PORTABLE_SRCS) | deps
 
 # Images the boot tests need (built with the default command line; tests add theirs per boot).
 test: deps
-	@$(MAKE) --no-print-directory APP=hello all
+	@$(MAKE) --no-print-directory APP=hello all vhdx
 	@$(MAKE) --no-print-directory unit $(FUZZERS)
 	@python3 test/run_tests.py --build $(BUILD) --fuzz-seconds $(or $(FUZZ_SECONDS),10)
 

@@ -141,6 +141,18 @@ def run_boot(build, res, only=None):
         res.add(not problems, f"boot {name} ({took:.1f} s)", "; ".join(problems) + f" (log: {log})")
 
 
+def run_vhdx(build, res):
+    """The Hyper-V disk (make vhdx) holds exactly the bytes of the raw image QEMU boots."""
+    raw = os.path.join(build, "hello", "disk.img")
+    vhdx = os.path.join(build, "hello", "hello.vhdx")
+    p = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "vhdx", raw, vhdx], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    info = subprocess.run(["qemu-img", "info", vhdx], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ok = p.returncode == 0 and "file format: vhdx" in info.stdout
+    res.add(ok, "image: the VHDX for Hyper-V is a valid VHDX identical to the booted raw disk",
+            p.stdout.strip() + " " + info.stdout.strip())
+
+
 def run_screen(build, res):
     """The framebuffer console, read back from a screendump: the panic report must be on screen."""
     sys.path.insert(0, os.path.join(HERE, "boot"))
@@ -183,6 +195,7 @@ def main():
     if args.only in (None, "fuzz"):
         run_fuzz(args.build, res, args.fuzz_seconds)
     if args.only in (None, "boot"):
+        run_vhdx(args.build, res)
         run_boot(args.build, res, args.boot_filter)
         if not args.boot_filter or "screen" in args.boot_filter:
             run_screen(args.build, res)
