@@ -415,6 +415,13 @@ static void check_sync(void)
                 sc.m.owner ? sc.m.owner->name : "(none)");
         sched_dump();
         smp_dump_cpus();
+        /* Stalled or only slow? Give them another minute and say which. */
+        uint64_t t0 = rdtsc();
+        unsigned late = 0;
+        for (unsigned i = finished; i < started; i++)
+            late += semaphore_wait(&sc.sem, 60000000000ull) == STATUS_OK;
+        kprintf("hello: %u of the %u late counters finished %llu ms later (value %llu)\n", late, started - finished,
+                (unsigned long long)(tsc_to_ns(rdtsc() - t0) / 1000000), (unsigned long long)sc.value);
     }
     CHECK(started == n && finished == n && sc.value == n * sc.per_thread,
           "%u threads on %u CPUs counted to %llu under a mutex (want %llu)", n, cpu_count,
