@@ -78,7 +78,8 @@ static void send_icr(uint32_t apic_id, uint32_t low)
 
 void lapic_send_ipi(uint32_t apic_id, uint8_t vector)
 {
-    send_icr(apic_id, vector);
+    /* SDM Vol. 3A 10.6.1: the level bit must be 1 for every delivery mode but INIT de-assert. */
+    send_icr(apic_id, ICR_LEVEL_ASSERT | vector);
 }
 
 void lapic_send_self_ipi(uint8_t vector)
@@ -86,7 +87,7 @@ void lapic_send_self_ipi(uint8_t vector)
     if (lapic_x2apic)
         wrmsr(0x83f, vector);
     else
-        send_icr(0, (1u << 18) | vector); /* shorthand: self */
+        send_icr(0, (1u << 18) | ICR_LEVEL_ASSERT | vector); /* shorthand: self */
 }
 
 void lapic_send_nmi(uint32_t apic_id)
