@@ -23,11 +23,9 @@ struct acpi_info;
 const struct boot_info *kernel_boot_info(void);
 const struct acpi_info *kernel_acpi(void);
 const struct cmdline *kernel_cmdline(void);
-uint64_t kernel_tsc_at_main(void); /* rdtsc just before app_main */
-
 /* Boot phases, as rdtsc values: efi_main (boot_info), kernel entry (boot_info), then these. */
 struct boot_times {
-    uint64_t smp_start, smp_done, main;
+    uint64_t smp_start, smp_done, main; /* main: just before app_main */
 };
 const struct boot_times *kernel_boot_times(void);
 

@@ -73,14 +73,12 @@ void dpc_drain(void)
     IRQL_ASSERT_EQ(IRQL_DISPATCH);
     struct cpu *c = this_cpu();
     for (;;) {
-        irql_t old = irql_raise(IRQL_HIGH);
-        raw_spin_lock(&c->dpc_lock);
+        irql_t old = spin_lock_at(&c->dpc_lock, IRQL_HIGH);
         struct list *n = list_pop_front(&c->dpc_queue);
         struct dpc *d = n ? container_of(n, struct dpc, link) : NULL;
         if (d)
             d->queued_on = NULL; /* it may be queued again from its own routine */
-        raw_spin_unlock(&c->dpc_lock);
-        irql_lower(old);
+        spin_unlock(&c->dpc_lock, old);
         if (!d)
             break;
         d->fn(d, d->ctx);

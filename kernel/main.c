@@ -50,7 +50,6 @@ static const char *const kernel_cmdline_keys[] = { "loglevel", "console", "panic
 const struct boot_info *kernel_boot_info(void) { return boot_info; }
 const struct acpi_info *kernel_acpi(void) { return acpi_ok ? &acpi : NULL; }
 const struct cmdline *kernel_cmdline(void) { return &cmdline; }
-uint64_t kernel_tsc_at_main(void) { return times.main; }
 const struct boot_times *kernel_boot_times(void) { return &times; }
 
 static void report_warn(void *ctx, const char *msg)

@@ -39,16 +39,13 @@ status_t wait_queue_wait(struct wait_queue *q, wait_take_fn take, void *obj, uin
 {
     struct cpu *c = this_cpu();
     struct thread *t = c->current;
-    irql_t old = irql_raise(IRQL_HIGH);
-    raw_spin_lock(&q->lock);
+    irql_t old = spin_lock_at(&q->lock, IRQL_HIGH);
     if (take(obj, t)) {
-        raw_spin_unlock(&q->lock);
-        irql_lower(old);
+        spin_unlock(&q->lock, old);
         return STATUS_OK;
     }
     if (timeout_ns == 0) {
-        raw_spin_unlock(&q->lock);
-        irql_lower(old);
+        spin_unlock(&q->lock, old);
         return STATUS_TIMEOUT;
     }
     if (old > IRQL_PASSIVE || t == c->idle) {
@@ -113,21 +110,17 @@ void event_init(struct event *e, enum event_type type, bool signaled)
 
 void event_set(struct event *e)
 {
-    irql_t old = irql_raise(IRQL_HIGH);
-    raw_spin_lock(&e->q.lock);
+    irql_t old = spin_lock_at(&e->q.lock, IRQL_HIGH);
     e->signaled = true;
     wait_queue_wake_locked(&e->q, event_take, e);
-    raw_spin_unlock(&e->q.lock);
-    irql_lower(old);
+    spin_unlock(&e->q.lock, old);
 }
 
 void event_reset(struct event *e)
 {
-    irql_t old = irql_raise(IRQL_HIGH);
-    raw_spin_lock(&e->q.lock);
+    irql_t old = spin_lock_at(&e->q.lock, IRQL_HIGH);
     e->signaled = false;
-    raw_spin_unlock(&e->q.lock);
-    irql_lower(old);
+    spin_unlock(&e->q.lock, old);
 }
 
 bool event_is_set(struct event *e)
@@ -161,8 +154,7 @@ void semaphore_init(struct semaphore *s, uint32_t count, uint32_t limit)
 
 status_t semaphore_release(struct semaphore *s, uint32_t n)
 {
-    irql_t old = irql_raise(IRQL_HIGH);
-    raw_spin_lock(&s->q.lock);
+    irql_t old = spin_lock_at(&s->q.lock, IRQL_HIGH);
     status_t st = STATUS_OK;
     if (n > s->limit - s->count) {
         st = STATUS_NO_SPACE;
@@ -170,8 +162,7 @@ status_t semaphore_release(struct semaphore *s, uint32_t n)
         s->count += n;
         wait_queue_wake_locked(&s->q, sem_take, s);
     }
-    raw_spin_unlock(&s->q.lock);
-    irql_lower(old);
+    spin_unlock(&s->q.lock, old);
     return st;
 }
 
@@ -216,14 +207,12 @@ void mutex_unlock(struct mutex *m)
 {
     IRQL_ASSERT_MAX(IRQL_PASSIVE);
     struct thread *t = thread_current();
-    irql_t old = irql_raise(IRQL_HIGH);
-    raw_spin_lock(&m->q.lock);
+    irql_t old = spin_lock_at(&m->q.lock, IRQL_HIGH);
     if (m->owner != t) {
         raw_spin_unlock(&m->q.lock);
         panic("mutex %p unlocked by %s, which does not own it", (void *)m, t->name);
     }
     m->owner = NULL;
     wait_queue_wake_locked(&m->q, mutex_take, m); /* hands it to the first waiter */
-    raw_spin_unlock(&m->q.lock);
-    irql_lower(old);
+    spin_unlock(&m->q.lock, old);
 }

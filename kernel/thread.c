@@ -57,11 +57,9 @@ static void release(struct thread *t)
 static void reap(struct cpu *c)
 {
     for (;;) {
-        irql_t old = irql_raise(IRQL_HIGH);
-        raw_spin_lock(&c->rq_lock);
+        irql_t old = spin_lock_at(&c->rq_lock, IRQL_HIGH);
         struct list *n = list_pop_front(&c->zombies);
-        raw_spin_unlock(&c->rq_lock);
-        irql_lower(old);
+        spin_unlock(&c->rq_lock, old);
         if (!n)
             return;
         struct thread *t = container_of(n, struct thread, rq_link);
@@ -339,8 +337,7 @@ void sched_dump(void)
         struct cpu *c = cpus[i];
         if (!c || !c->online)
             continue;
-        irql_t old = irql_raise(IRQL_HIGH);
-        raw_spin_lock(&c->rq_lock);
+        irql_t old = spin_lock_at(&c->rq_lock, IRQL_HIGH);
         char ready[160];
         size_t n = 0;
         ready[0] = '\0';
@@ -354,8 +351,7 @@ void sched_dump(void)
         struct thread *cur = c->current;
         bool resched = c->need_resched, armed = c->timer_armed;
         uint64_t switches = c->context_switches, irqs = c->interrupts;
-        raw_spin_unlock(&c->rq_lock);
-        irql_lower(old);
+        spin_unlock(&c->rq_lock, old);
         kprintf("sched: cpu%u current %s#%llu (state %d), need_resched %d, timer %s, %llu switches, %llu interrupts, "
                 "ready:%s\n",
                 c->id, cur->name, (unsigned long long)cur->id, cur->state, resched, armed ? "armed" : "idle",

@@ -118,10 +118,10 @@ static void report_platform(void)
     else
         kprintf("framebuffer   none\n");
     kprintf("tsc           %llu Hz (%s)\n", (unsigned long long)tsc_hz, tsc_source);
-    uint64_t cycles = kernel_tsc_at_main() - bi->tsc_at_efi_main;
+    const struct boot_times *bt = kernel_boot_times();
+    uint64_t cycles = bt->main - bi->tsc_at_efi_main;
     kprintf("boot time     efi_main to main: %llu TSC cycles, %llu us (ExitBootServices attempts: %u)\n",
             (unsigned long long)cycles, (unsigned long long)(tsc_to_ns(cycles) / 1000), bi->efi_exit_attempts);
-    const struct boot_times *bt = kernel_boot_times();
     kprintf("loader steps  command line %llu us, firmware tables %llu us, kernel copy %llu us, page tables %llu us, "
             "ExitBootServices %llu us\n",
             (unsigned long long)(tsc_to_ns(bi->tsc_loader[0] - bi->tsc_at_efi_main) / 1000),

@@ -20,27 +20,7 @@
 #include <sys/types.h>
 
 #include "kernel/fmt.h"
-
-struct reader {
-    const uint8_t *p;
-    size_t n;
-};
-
-static uint8_t take8(struct reader *r)
-{
-    if (!r->n)
-        return 0;
-    r->n--;
-    return *r->p++;
-}
-
-static uint64_t take64(struct reader *r)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | take8(r);
-    return v;
-}
+#include "test/fuzz/fuzz_input.h"
 
 /* fmt without the format attribute: the format strings here are built at run time. */
 static int fmt_call(char *buf, size_t size, const char *f, ...)

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "kernel/pmm.h"
+#include "test/fuzz/fuzz_input.h"
 
 #define CHECK(cond)                                                                                            \
     do {                                                                                                       \
@@ -29,24 +30,6 @@
     } while (0)
 
 #define MAX_FRAMES 2048
-
-struct reader {
-    const uint8_t *p;
-    size_t n;
-};
-
-static uint8_t take8(struct reader *r)
-{
-    if (!r->n)
-        return 0;
-    r->n--;
-    return *r->p++;
-}
-
-static uint16_t take16(struct reader *r)
-{
-    return (uint16_t)(take8(r) | take8(r) << 8);
-}
 
 static uint8_t used[MAX_FRAMES];
 static uint64_t m_free, m_total;
