@@ -43,9 +43,12 @@ static irql_t lock(void)
     return old;
 }
 
+bool log_held_here(void);
+
 static void unlock(irql_t old)
 {
-    if (log_lock.locked)
+    /* After a panic-mode wait that gave up, the lock is someone else's: leave it alone. */
+    if (log_held_here())
         raw_spin_unlock(&log_lock);
     irql_lower(old);
 }
