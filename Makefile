@@ -18,7 +18,7 @@ KCFLAGS := -std=gnu11 -ffreestanding -fno-pic -fno-pie -mcmodel=kernel -mno-red-
 	-fno-strict-aliasing -O2 -g -Wall -Wextra -Werror -Wno-address-of-packed-member -I. -MMD -MP
 KASFLAGS := -f elf64 -g -F dwarf
 
-KERNEL_C := $(wildcard kernel/*.c) $(wildcard arch-x86_64/*.c)
+KERNEL_C := $(wildcard kernel/*.c) $(wildcard arch-x86_64/*.c) $(wildcard hv/*.c)
 KERNEL_ASM := arch-x86_64/isr.asm arch-x86_64/entry.asm arch-x86_64/switch.asm arch-x86_64/trampoline_blob.asm
 KERNEL_OBJS := $(KERNEL_C:%.c=$(OBJ)/%.o) $(KERNEL_ASM:%.asm=$(OBJ)/%.o)
 APP_C := $(wildcard apps/$(APP)/*.c)
@@ -99,9 +99,12 @@ vhdx: all
 	qemu-img convert -f raw -O vhdx -o subformat=dynamic $(B)/disk.img $(B)/$(APP).vhdx
 	@echo "vhdx: $(B)/$(APP).vhdx"
 
-# `make run`: boot in QEMU (q35, OVMF, TCG, 2 CPUs), serial console here, ends with the application.
-run: all
-	python3 tools/qemu_run.py --disk $(B)/disk.img --smp $(or $(SMP),2) $(if $(CMDLINE),--cmdline "$(CMDLINE)")
+# `make run`: boot in QEMU (q35, OVMF, TCG, 2 CPUs) beside hvsim (HVSIM=0: without), serial console
+# here, ends with the application. HVSIM_ARGS passes options to hvsim (sim/README.md).
+HVSIM ?= 1
+run: all $(if $(filter 1,$(HVSIM)),$(BUILD)/sim/hvsim)
+	python3 tools/qemu_run.py --disk $(B)/disk.img --smp $(or $(SMP),2) $(if $(CMDLINE),--cmdline "$(CMDLINE)") \
+		$(if $(filter 1,$(HVSIM)),--hvsim $(BUILD)/sim/hvsim $(foreach a,$(HVSIM_ARGS),--hvsim-arg=$(a)))
 
 # ---- tests ----
 HOST_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -DHOSTED -I. -fsanitize=address,undefined \
@@ -140,5 +143,8 @@ fuzz: deps $(FUZZERS)
 
 clean:
 	rm -rf $(BUILD)
+
+include sim/sim.mk
+include test/hosted/hosted.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

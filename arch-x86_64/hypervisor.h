@@ -9,12 +9,8 @@
 #include <stdint.h>
 
 #include "arch-x86_64/cpu.h"
+#include "hv/hvdefs.h" /* the numbers: hyperv-facts 3.1, 3.2 */
 #include "kernel/string.h"
-
-#define HV_CPUID_PRIVILEGES 0x40000003u
-#define HV_MSR_TSC_FREQUENCY 0x40000022u  /* hyperv-facts 3.2 (openvmm hvdef) */
-#define HV_MSR_APIC_FREQUENCY 0x40000023u
-#define HV_PRIV_ACCESS_FREQUENCY_MSRS (1u << 11) /* EAX: TSC/APIC frequency MSRs readable */
 
 /* The 12-character vendor of leaf 0x40000000 into vendor[13]; false (vendor "none") without one. */
 static inline bool cpu_hypervisor_vendor(char vendor[13], uint32_t *max_leaf)
@@ -39,13 +35,13 @@ static inline bool hyperv_present(void)
     char v[13];
     uint32_t max;
     return cpu_hypervisor_vendor(v, &max) && strcmp(v, "Microsoft Hv") == 0 && max >= 0x40000005 &&
-           cpuid(0x40000001, 0).eax == 0x31237648;
+           cpuid(HV_CPUID_INTERFACE, 0).eax == HV_INTERFACE_HV1;
 }
 
 /* Hyper-V lets this partition read HV_X64_MSR_TSC_FREQUENCY / APIC_FREQUENCY. */
 static inline bool hyperv_frequency_msrs(void)
 {
-    return hyperv_present() && (cpuid(HV_CPUID_PRIVILEGES, 0).eax & HV_PRIV_ACCESS_FREQUENCY_MSRS);
+    return hyperv_present() && (cpuid(HV_CPUID_FEATURES, 0).eax & HV_PRIV_ACCESS_FREQUENCY_MSRS);
 }
 
 #endif

@@ -266,6 +266,18 @@ void stack_free(uint64_t top, size_t pages)
     spin_unlock(&lock, old);
 }
 
+status_t paging_map_exec_page(uint64_t pa, void **va_out)
+{
+    irql_t old = spin_lock(&lock);
+    uint64_t va = next_stack_va + PAGE_SIZE; /* after an unmapped page, like a stack */
+    next_stack_va = va + PAGE_SIZE;
+    status_t s = map_4k(va, pa, PTE_G); /* present, read-only, executable */
+    spin_unlock(&lock, old);
+    if (s == STATUS_OK)
+        *va_out = (void *)va;
+    return s;
+}
+
 void paging_get_stats(struct paging_stats *s)
 {
     *s = stats;

@@ -35,6 +35,10 @@ uint64_t virt_to_phys(const void *p);
  * later, e.g. an IOAPIC above 4 GiB). */
 status_t paging_map_mmio(uint64_t pa, uint64_t len) WARN_UNUSED;
 
+/* Maps one physical page read-only and executable at a fresh address in the stack region (the
+ * identity map is no-execute): for a page the hypervisor fills with code (Hyper-V's hypercall page). */
+status_t paging_map_exec_page(uint64_t pa, void **va_out) WARN_UNUSED;
+
 /* A stack of `pages` pages with a guard page under it; returns its top (16-byte aligned). */
 status_t stack_alloc(size_t pages, uint64_t *top_out) WARN_UNUSED;
 void stack_free(uint64_t top, size_t pages);

@@ -32,6 +32,19 @@ struct cpu {
     uint64_t context_switches;
     struct list zombies;       /* exited threads whose stacks wait to be freed */
     struct thread *switch_prev; /* the thread just switched away from, for sched_finish_switch */
+    /* Dispatch accounting, for sched_dump(). dispatch_requests: how often any CPU asked for this CPU's
+     * dispatch interrupt (IPI or self-IPI), incremented atomically by the asking CPU; several requests
+     * may be taken as one interrupt while one is pending. dispatch_interrupts: taken here. */
+    uint64_t dispatch_requests;
+    uint64_t dispatch_interrupts;
+    /* Idle wake-ups, under rq_lock: idle_wake_tsc is when a thread was made ready here while this CPU
+     * ran its idle thread with an empty queue (0: none pending); the switch to it records how long
+     * that took. A lost dispatch interrupt would show as a long one. */
+    uint64_t idle_wake_tsc;
+    uint64_t idle_wakes;
+    uint64_t idle_wake_max_tsc;
+    uint64_t idle_wakes_slow;  /* took more than SCHED_SLOW_IDLE_WAKE_MS */
+    bool idle_wake_warn;       /* one took over a second: sched_finish_switch warns (once per boot) */
 
     /* DPCs (kernel/dpc.c); dpc_lock at HIGH, any CPU may queue here. */
     spinlock_t dpc_lock;
@@ -62,12 +75,21 @@ struct cpu {
 extern struct cpu *cpus[MAX_CPUS];
 extern uint32_t cpu_count; /* CPUs online */
 
+#ifdef HOSTED
+/* The hosted tests (test/hosted/): each VP is a thread, its struct cpu in a thread-local. */
+extern __thread struct cpu *hosted_this_cpu;
+static inline struct cpu *this_cpu(void)
+{
+    return hosted_this_cpu;
+}
+#else
 static inline struct cpu *this_cpu(void)
 {
     struct cpu *c;
     __asm__ volatile("mov %%gs:0, %0" : "=r"(c));
     return c;
 }
+#endif
 
 void percpu_install(struct cpu *c); /* sets GS base: called once per CPU at bring-up */
 

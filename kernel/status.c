@@ -17,6 +17,7 @@ const char *status_name(status_t s)
         [STATUS_EXISTS] = "exists",
         [STATUS_NO_SPACE] = "no-space",
         [STATUS_DEVICE_ERROR] = "device-error",
+        [STATUS_INVALID_STATE] = "invalid-state",
     };
     if ((unsigned)s >= STATUS__COUNT || !names[s])
         return "unknown-status";

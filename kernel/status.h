@@ -17,6 +17,7 @@ typedef enum status {
     STATUS_EXISTS,
     STATUS_NO_SPACE,
     STATUS_DEVICE_ERROR,
+    STATUS_INVALID_STATE,   /* not now: the object is not set up, or already is */
     STATUS__COUNT
 } status_t;
 

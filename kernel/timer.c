@@ -23,6 +23,20 @@ void timer_cpu_init(struct cpu *c)
     c->timer_armed = false;
 }
 
+static void lapic_arm(uint64_t deadline_tsc)
+{
+    uint64_t now = rdtsc();
+    lapic_timer_oneshot(deadline_tsc > now ? deadline_tsc - now : 1);
+}
+
+static const struct clock_event lapic_clock = { "local APIC timer", lapic_arm, lapic_timer_stop };
+static const struct clock_event *clock_event = &lapic_clock;
+
+const char *timer_clock_name(void)
+{
+    return clock_event->name;
+}
+
 /* With c->timer_lock held, at HIGH. */
 static void reprogram_locked(struct cpu *c)
 {
@@ -33,14 +47,13 @@ static void reprogram_locked(struct cpu *c)
         next = c->quantum_end_tsc;
     if (next == UINT64_MAX) {
         if (c->timer_armed)
-            lapic_timer_stop();
+            clock_event->stop();
         c->timer_armed = false;
         return;
     }
     if (c->timer_armed && next == c->timer_programmed_tsc)
         return;
-    uint64_t now = rdtsc();
-    lapic_timer_oneshot(next > now ? next - now : 1);
+    clock_event->arm(next);
     c->timer_programmed_tsc = next;
     c->timer_armed = true;
 }
@@ -99,10 +112,8 @@ void ktimer_set(struct ktimer *t, uint64_t due_ns, uint64_t period_ns, struct dp
     irql_lower(old);
 }
 
-static void timer_interrupt(struct int_frame *f, void *ctx)
+void timer_expired(void)
 {
-    (void)f;
-    (void)ctx;
     struct cpu *c = this_cpu();
     c->timer_interrupts++;
     uint64_t now = rdtsc();
@@ -132,6 +143,28 @@ static void timer_interrupt(struct int_frame *f, void *ctx)
     reprogram_locked(c);
     raw_spin_unlock(&c->timer_lock);
     irql_lower(old);
+}
+
+static void timer_interrupt(struct int_frame *f, void *ctx)
+{
+    (void)f;
+    (void)ctx;
+    timer_expired();
+}
+
+void timer_set_clock_event(const struct clock_event *ce)
+{
+    clock_event = ce ? ce : &lapic_clock;
+}
+
+void timer_rearm_this_cpu(void)
+{
+    struct cpu *c = this_cpu();
+    irql_t old = spin_lock_at(&c->timer_lock, IRQL_HIGH);
+    lapic_timer_stop();
+    c->timer_armed = false;
+    reprogram_locked(c);
+    spin_unlock(&c->timer_lock, old);
 }
 
 void timer_register_interrupt(void)

@@ -39,4 +39,19 @@ void timer_cpu_init(struct cpu *c);
 void timer_reprogram(struct cpu *c);
 void timer_register_interrupt(void);
 
+/* What raises VECTOR_TIMER (or calls timer_expired()) at a deadline: the local APIC timer by
+ * default; the hv layer installs Hyper-V's synthetic timer. arm() and stop() act on the calling CPU,
+ * at HIGH with its timer lock held. Set at PASSIVE; each CPU picks it up at its next reprogram. */
+struct clock_event {
+    const char *name;
+    void (*arm)(uint64_t deadline_tsc);
+    void (*stop)(void);
+};
+void timer_set_clock_event(const struct clock_event *ce); /* NULL: back to the local APIC timer */
+const char *timer_clock_name(void);
+void timer_rearm_this_cpu(void); /* after a clock event change: stop the APIC timer, arm the new one */
+/* The timer interrupt's work (expire timers, scheduler tick, re-arm), for a clock event that is not
+ * an interrupt of its own (a synthetic timer in message mode): at CLOCK or a device level. */
+void timer_expired(void);
+
 #endif

@@ -31,10 +31,10 @@ def with_cmdline(disk, cmdline, tmp):
     return copy
 
 
-def qemu_command(disk, vars_fd, smp, mem, extra, monitor="none"):
+def qemu_command(disk, vars_fd, smp, mem, extra, monitor="none", machine="q35"):
     return [
         "qemu-system-x86_64",
-        "-machine", "q35", "-accel", "tcg", "-cpu", "max",
+        "-machine", machine, "-accel", "tcg", "-cpu", "max",
         "-smp", str(smp), "-m", mem,
         "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
         "-drive", f"if=pflash,format=raw,file={vars_fd}",
@@ -63,12 +63,41 @@ def take_screendump(sock_path, ppm):
     return False
 
 
+HVSIM_CRASHED = 120
+
+
+def start_hvsim(hvsim, hvsim_args, tmp, mem, smp):
+    """Starts the hvsim process (sim/hvsim_main.c) and waits for its socket. Returns (proc, qemu
+    arguments that share guest RAM with it and put its doorbell on COM2, the memory file)."""
+    mem_path = f"/dev/shm/hvrt-{os.getpid()}-{os.path.basename(tmp)}"
+    sock = os.path.join(tmp, "hvsim.sock")
+    cmd = [hvsim, "--mem", mem_path, "--mem-size", mem, "--socket", sock, "--vcpus", str(smp)] + list(hvsim_args)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(sock):
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode("utf-8", "replace")
+            raise RuntimeError(f"hvsim exited with status {proc.returncode} before listening:\n{out}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("hvsim did not create its socket in 10 s")
+        time.sleep(0.02)
+    qemu_args = [
+        "-object", f"memory-backend-file,id=hvrt-ram,size={mem},mem-path={mem_path},share=on",
+        "-chardev", f"socket,id=hvsimdb,path={sock}",
+        "-serial", "chardev:hvsimdb",
+    ]
+    return proc, qemu_args, mem_path
+
+
 def run(disk, smp=2, mem="256M", cmdline=None, timeout=None, log=None, quiet=False, extra=(), raw=False,
-        screendump=None):
+        screendump=None, hvsim=None, hvsim_args=()):
     """Returns (status, output). status: the guest's exit status, 124 on timeout; with raw=True,
     QEMU's own exit code instead (0 after an ACPI power-off, status*2+1 after isa-debug-exit).
     screendump=(regex, ppm_path): once the serial output matches regex, save the screen to
-    ppm_path and stop QEMU (status 0 if the dump was written, 126 if not)."""
+    ppm_path and stop QEMU (status 0 if the dump was written, 126 if not).
+    hvsim=path: run the hvsim program beside QEMU (guest RAM shared, doorbell on COM2); its output
+    joins the serial output; if it dies first, QEMU is stopped and the status is 120."""
     with tempfile.TemporaryDirectory(prefix="hvrt-qemu-") as tmp:
         vars_fd = os.path.join(tmp, "vars.fd")
         shutil.copyfile(OVMF_VARS, vars_fd)
@@ -78,27 +107,50 @@ def run(disk, smp=2, mem="256M", cmdline=None, timeout=None, log=None, quiet=Fal
         sock_path = os.path.join(tmp, "monitor.sock")
         if screendump:
             monitor = f"unix:{sock_path},server=on,wait=off"
-        cmd = qemu_command(disk, vars_fd, smp, mem, list(extra), monitor)
+        sim, sim_args, mem_path, machine = None, [], None, "q35"
+        if hvsim:
+            sim, sim_args, mem_path = start_hvsim(hvsim, hvsim_args, tmp, mem, smp)
+            os.set_blocking(sim.stdout.fileno(), False)
+            machine = "q35,memory-backend=hvrt-ram"
+        cmd = qemu_command(disk, vars_fd, smp, mem, sim_args + list(extra), monitor, machine)
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out = bytearray()
         start = time.monotonic()
         os.set_blocking(proc.stdout.fileno(), False)
-        timed_out = False
-        while True:
-            chunk = None
+        timed_out = sim_crashed = False
+
+        def take(pipe):
             try:
-                chunk = proc.stdout.read()
+                chunk = pipe.read()
             except BlockingIOError:
-                pass
-            if chunk:
-                out += chunk
-                if not quiet:
-                    sys.stdout.buffer.write(chunk)
-                    sys.stdout.flush()
-            elif proc.poll() is not None:
+                return False
+            if not chunk:
+                return False
+            out.extend(chunk)
+            if not quiet:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            return True
+
+        while True:
+            got = take(proc.stdout)
+            if sim:
+                got = take(sim.stdout) or got
+                if sim.poll() is not None and proc.poll() is None:
+                    take(sim.stdout)
+                    msg = f"\nqemu_run: hvsim exited with status {sim.returncode} while the guest ran: stopping QEMU\n"
+                    out.extend(msg.encode())
+                    if not quiet:
+                        sys.stdout.write(msg)
+                    sim_crashed = True
+                    proc.kill()
+                    proc.wait()
+                    break
+            if got:
+                continue
+            if proc.poll() is not None:
                 break
-            else:
-                time.sleep(0.02)
+            time.sleep(0.02)
             if screendump and re.search(screendump[0], out.decode("utf-8", "replace")):
                 dumped = take_screendump(sock_path, screendump[1])
                 proc.kill()
@@ -114,12 +166,32 @@ def run(disk, smp=2, mem="256M", cmdline=None, timeout=None, log=None, quiet=Fal
         out += rest
         if rest and not quiet:
             sys.stdout.buffer.write(rest)
+        if sim:
+            # hvsim exits by itself when QEMU closes the doorbell socket.
+            try:
+                sim.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                sim.terminate()
+                sim.wait()
+                out.extend(b"qemu_run: hvsim did not exit after QEMU; terminated\n")
+            os.set_blocking(sim.stdout.fileno(), True)
+            take(sim.stdout)
+            if sim.returncode not in (0, -15) and not sim_crashed:
+                msg = f"qemu_run: hvsim exited with status {sim.returncode}\n"
+                out.extend(msg.encode())
+                if not quiet:
+                    sys.stdout.write(msg)
+                sim_crashed = True
+            if mem_path and os.path.exists(mem_path):
+                os.unlink(mem_path)
         text = out.decode("utf-8", "replace").replace("\r\n", "\n")
         if log:
             with open(log, "w") as f:
                 f.write(text)
         if timed_out:
             return 124, text
+        if sim_crashed:
+            return HVSIM_CRASHED, text
         code = proc.returncode
         if raw:
             return code, text
@@ -138,12 +210,17 @@ def main():
     ap.add_argument("--cmdline", default=None, help="replaces \\EFI\\BOOT\\cmdline.txt for this boot")
     ap.add_argument("--timeout", type=float, default=None, help="seconds")
     ap.add_argument("--log", default=None)
+    ap.add_argument("--hvsim", default=None, help="path of the hvsim program to run beside QEMU")
+    ap.add_argument("--hvsim-arg", action="append", default=[], help="an argument for hvsim (repeatable)")
     args, extra = ap.parse_known_args()
     t0 = time.monotonic()
-    status, _ = run(args.disk, args.smp, args.mem, args.cmdline, args.timeout, args.log, extra=extra)
+    status, _ = run(args.disk, args.smp, args.mem, args.cmdline, args.timeout, args.log, extra=extra,
+                    hvsim=args.hvsim, hvsim_args=args.hvsim_arg)
     took = time.monotonic() - t0
     if status == 124:
         print(f"\nqemu: timed out after {args.timeout} s", file=sys.stderr)
+    elif status == HVSIM_CRASHED:
+        print("\nqemu: hvsim failed (see above)", file=sys.stderr)
     else:
         print(f"\nqemu: guest ended with status {status} after {took:.1f} s", file=sys.stderr)
     sys.exit(status)

@@ -1,0 +1,3 @@
+#include "kernel/selfcheck.h"
+
+unsigned selfcheck_passed, selfcheck_failed;
