@@ -131,7 +131,8 @@ $(BUILD)/fuzz/fuzz_%: test/fuzz/fuzz_%.c $(PORTABLE_SRCS) | deps
 # Images the boot tests need (built with the default command line; tests add theirs per boot).
 test: deps
 	@$(MAKE) --no-print-directory APP=hello all vhdx
-	@$(MAKE) --no-print-directory unit $(FUZZERS)
+	@$(MAKE) --no-print-directory APP=hvprobe all
+	@$(MAKE) --no-print-directory unit $(FUZZERS) $(BUILD)/sim/hvsim
 	@python3 test/run_tests.py --build $(BUILD) --fuzz-seconds $(or $(FUZZ_SECONDS),10)
 
 bench: deps

@@ -120,7 +120,7 @@ static void doorbell_interrupt(struct int_frame *f, void *ctx)
     for (uint32_t vp = 0; vp < vp_count; vp++) {
         struct cpu *c = cpus[vp];
         for (uint32_t w = 0; w < 4; w++) {
-            if (!mb->pending[vp][w])
+            if (!__atomic_load_n(&mb->pending[vp][w], __ATOMIC_RELAXED))
                 continue;
             uint64_t bits = __atomic_exchange_n(&mb->pending[vp][w], 0, __ATOMIC_ACQ_REL);
             while (bits) {

@@ -173,7 +173,7 @@ struct hv_reference_tsc_page {
     volatile uint64_t tsc_scale;
     volatile int64_t tsc_offset;
     uint8_t reserved2[4072];
-} __attribute__((packed));
+}; /* natural alignment is the layout: not packed, so the sequence can be read atomically */
 _Static_assert(offsetof(struct hv_reference_tsc_page, tsc_scale) == 8, "TscScale @8");
 _Static_assert(offsetof(struct hv_reference_tsc_page, tsc_offset) == 16, "TscOffset @16");
 _Static_assert(sizeof(struct hv_reference_tsc_page) == 4096, "reference TSC page");

@@ -21,6 +21,13 @@ static uint64_t read_tsc(void)
     return rdtsc();
 }
 
+static uint64_t (*tsc_reader)(void) = read_tsc;
+
+void hv_reftime_set_tsc_reader(uint64_t (*fn)(void))
+{
+    tsc_reader = fn ? fn : read_tsc;
+}
+
 void hv_reftime_init(void)
 {
     const struct hv_features *f = hv_get_features();
@@ -48,7 +55,7 @@ uint64_t hv_ref_time(void)
 {
     if (!use_msr) {
         uint64_t t;
-        enum hv_tsc_page_result r = hv_tsc_page_read(tsc_page, read_tsc, &t);
+        enum hv_tsc_page_result r = hv_tsc_page_read(tsc_page, tsc_reader, &t);
         if (r == HV_TSC_PAGE_OK)
             return t;
         if (r == HV_TSC_PAGE_UNSETTLED) {

@@ -26,11 +26,13 @@ static inline enum hv_tsc_page_result hv_tsc_page_read(const volatile struct hv_
         uint32_t seq = __atomic_load_n(&p->tsc_sequence, __ATOMIC_ACQUIRE);
         if (seq == 0)
             return HV_TSC_PAGE_INVALID;
-        uint64_t scale = p->tsc_scale;
-        int64_t offset = p->tsc_offset;
+        uint64_t scale = __atomic_load_n(&p->tsc_scale, __ATOMIC_RELAXED);
+        int64_t offset = __atomic_load_n(&p->tsc_offset, __ATOMIC_RELAXED);
         uint64_t tsc = read_tsc();
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&p->tsc_sequence, __ATOMIC_RELAXED) == seq) {
+        /* x86 keeps loads in order (and rdtsc after them here is harmless): a compiler barrier is
+         * all the re-read of the sequence needs. */
+        __asm__ volatile("" : : : "memory");
+        if (__atomic_load_n(&p->tsc_sequence, __ATOMIC_ACQUIRE) == seq) {
             /* A 64x64 multiply's high half: a mul instruction, no 128-bit division. */
             *out = (uint64_t)(((unsigned __int128)tsc * scale) >> 64) + (uint64_t)offset;
             return HV_TSC_PAGE_OK;
@@ -40,5 +42,8 @@ static inline enum hv_tsc_page_result hv_tsc_page_read(const volatile struct hv_
 }
 
 uint64_t hv_ref_time_unsettled_reads(void);
+/* Tests: the TSC read between the two sequence reads (NULL: rdtsc). A reader that makes the host
+ * rewrite the page each time is a page that never settles, deterministically. */
+void hv_reftime_set_tsc_reader(uint64_t (*fn)(void));
 
 #endif

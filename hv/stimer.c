@@ -3,6 +3,7 @@
  * direct mode (its own interrupt vector) or message mode (a timer message on HV_STIMER_SINT).
  */
 #include "hv/hv_internal.h"
+#include "hv/message.h"
 #include "kernel/log.h"
 
 static enum hv_stimer_mode mode;
@@ -31,12 +32,11 @@ static status_t timer_message(void *ctx, uint32_t cpu, const struct hv_message *
     if (msg->header.message_type != HV_MESSAGE_TIMER_EXPIRED)
         return STATUS_NOT_SUPPORTED;
     struct hv_timer_message_payload p;
-    if (msg->header.payload_size < sizeof p) {
+    if (!hv_timer_message_parse(msg, &p)) {
         pr_warn("hv: cpu%u timer message with %u payload bytes (want %zu): ignored", cpu, msg->header.payload_size,
                 sizeof p);
         return STATUS_OK;
     }
-    __builtin_memcpy(&p, msg->payload, sizeof p);
     if (p.timer_index != 0) {
         pr_warn("hv: cpu%u timer message for timer %u, which is not armed: ignored", cpu, p.timer_index);
         return STATUS_OK;

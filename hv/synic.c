@@ -13,6 +13,7 @@
  * (T:inter-partition-communication.md; freebsd vmbus.c vmbus_msg_task).
  */
 #include "hv/hv_internal.h"
+#include "hv/message.h"
 
 #include "arch-x86_64/interrupts.h"
 #include "arch-x86_64/paging.h"
@@ -37,6 +38,12 @@ uint8_t hv_sint_vector(void)
     return sint_vector;
 }
 
+/* Counters are written by their CPU and read by anyone (hv_synic_get_stats). */
+static uint64_t stat_inc(uint64_t *counter)
+{
+    return __atomic_add_fetch(counter, 1, __ATOMIC_RELAXED);
+}
+
 /* First ten, then every thousandth: bad input from the host is reported without flooding the log. */
 static bool worth_logging(uint64_t count)
 {
@@ -45,10 +52,11 @@ static bool worth_logging(uint64_t count)
 
 static void consume(struct hv_cpu *hc, volatile struct hv_message *slot)
 {
-    slot->header.message_type = HV_MESSAGE_NONE;
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (slot->header.message_flags & HV_MESSAGE_FLAG_PENDING) {
-        hc->stats.eoms++;
+    /* A sequentially consistent store is a full barrier (xchg on x86): the host's pending flag is
+     * read only after the slot is seen free. */
+    __atomic_store_n(&slot->header.message_type, HV_MESSAGE_NONE, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&slot->header.message_flags, __ATOMIC_SEQ_CST) & HV_MESSAGE_FLAG_PENDING) {
+        stat_inc(&hc->stats.eoms);
         hv_bind->wrmsr(HV_MSR_EOM, 0);
     }
 }
@@ -66,22 +74,23 @@ static void drain_messages(struct hv_cpu *hc, uint32_t cpu, uint8_t sint, irql_t
     bool active = handled_at(sint, level);
     for (int n = 0; n < MESSAGES_PER_PASS; n++) {
         uint32_t type = __atomic_load_n(&slot->header.message_type, __ATOMIC_ACQUIRE);
-        if (type == HV_MESSAGE_NONE)
-            return;
         uint8_t size = slot->header.payload_size;
-        if (size > HV_MESSAGE_PAYLOAD_MAX) {
-            if (worth_logging(++hc->stats.dropped_bad_size))
+        enum hv_slot_verdict verdict = hv_slot_check(type, size);
+        if (verdict == HV_SLOT_EMPTY)
+            return;
+        if (verdict == HV_SLOT_BAD_SIZE) {
+            if (worth_logging(stat_inc(&hc->stats.dropped_bad_size)))
                 pr_warn("hv: cpu%u SINT%u: message type %#x claims %u payload bytes (max 240): dropped", cpu, sint,
                         type, size);
         } else if (!active) {
-            if (worth_logging(++hc->stats.dropped_no_handler))
+            if (worth_logging(stat_inc(&hc->stats.dropped_no_handler)))
                 pr_warn("hv: cpu%u SINT%u: message type %#x for a SINT nobody registered: dropped", cpu, sint, type);
         } else {
-            hc->stats.messages++;
+            stat_inc(&hc->stats.messages);
             /* The handler reads the slot in place (no copy): the host does not touch a slot whose type
              * is non-zero. */
             status_t s = handlers[sint].message(handlers[sint].ctx, cpu, (const struct hv_message *)slot);
-            if (s == STATUS_NOT_SUPPORTED && worth_logging(++hc->stats.dropped_unknown_type))
+            if (s == STATUS_NOT_SUPPORTED && worth_logging(stat_inc(&hc->stats.dropped_unknown_type)))
                 pr_warn("hv: cpu%u SINT%u (%s): unknown message type %#x: dropped", cpu, sint, handlers[sint].name,
                         type);
         }
@@ -95,7 +104,7 @@ static void drain_events(struct hv_cpu *hc, uint32_t cpu, uint8_t sint, irql_t l
     bool active = handled_at(sint, level);
     uint32_t owned = active ? handlers[sint].event_flags : 0;
     for (uint32_t w = 0; w < HV_EVENT_FLAGS_PER_SINT / 64; w++) {
-        if (!blk->bits[w])
+        if (!__atomic_load_n(&blk->bits[w], __ATOMIC_RELAXED))
             continue;
         /* The host sets flags with atomic ORs; take the whole word at once. */
         uint64_t bits = __atomic_exchange_n(&blk->bits[w], 0, __ATOMIC_ACQ_REL);
@@ -103,9 +112,9 @@ static void drain_events(struct hv_cpu *hc, uint32_t cpu, uint8_t sint, irql_t l
             uint32_t flag = w * 64 + (uint32_t)__builtin_ctzll(bits);
             bits &= bits - 1;
             if (flag < owned) {
-                hc->stats.events++;
+                stat_inc(&hc->stats.events);
                 handlers[sint].event(handlers[sint].ctx, cpu, flag);
-            } else if (worth_logging(++hc->stats.stray_events)) {
+            } else if (worth_logging(stat_inc(&hc->stats.stray_events))) {
                 pr_warn("hv: cpu%u SINT%u: event flag %u belongs to nobody: dropped", cpu, sint, flag);
             }
         }
@@ -133,7 +142,7 @@ static void synic_interrupt(struct int_frame *f, void *ctx)
     struct hv_cpu *hc = &hv_cpus[cpu];
     if (!hc->up)
         return;
-    hc->stats.interrupts++;
+    stat_inc(&hc->stats.interrupts);
     process(hc, cpu, HV_SINT_IRQL);
     dpc_queue(&hc->synic_dpc);
 }
@@ -252,5 +261,11 @@ void hv_synic_forget(void)
 
 void hv_synic_get_stats(uint32_t cpu, struct hv_synic_stats *out)
 {
-    *out = cpu < MAX_CPUS ? hv_cpus[cpu].stats : (struct hv_synic_stats){ 0 };
+    *out = (struct hv_synic_stats){ 0 };
+    if (cpu >= MAX_CPUS)
+        return;
+    const uint64_t *from = (const uint64_t *)&hv_cpus[cpu].stats;
+    uint64_t *to = (uint64_t *)out;
+    for (size_t i = 0; i < sizeof *out / sizeof(uint64_t); i++)
+        to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
 }

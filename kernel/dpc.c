@@ -21,6 +21,7 @@ void dpc_set_target(struct dpc *d, int32_t cpu)
 
 void dispatch_request(struct cpu *c)
 {
+    __atomic_fetch_add(&c->dispatch_requests, 1, __ATOMIC_RELAXED);
     if (c == this_cpu())
         lapic_send_self_ipi(VECTOR_DISPATCH);
     else

@@ -75,12 +75,32 @@ void sched_wake(struct thread *t)
     struct cpu *c = t->cpu;
     raw_spin_lock(&c->rq_lock);
     if (t->state == THREAD_BLOCKED) {
+        if (c->current == c->idle && list_empty(&c->runqueue))
+            c->idle_wake_tsc = rdtsc();
         t->state = THREAD_READY;
         list_push_back(&c->runqueue, &t->rq_link);
         c->need_resched = true;
     }
     raw_spin_unlock(&c->rq_lock);
     dispatch_request(c);
+}
+
+/* How long a CPU running its idle thread took to switch to a thread made ready there: the dispatch
+ * interrupt's latency, plus the emulator's or hypervisor's in waking a halted virtual processor. Cheap
+ * (one rdtsc per wake of an idle CPU); a lost dispatch interrupt would show here as a long wait. */
+#define SCHED_SLOW_IDLE_WAKE_MS 100
+static void note_idle_wake(struct cpu *c)
+{
+    uint64_t took = rdtsc() - c->idle_wake_tsc;
+    c->idle_wake_tsc = 0;
+    c->idle_wakes++;
+    if (took > c->idle_wake_max_tsc)
+        c->idle_wake_max_tsc = took;
+    if (took > ns_to_tsc(SCHED_SLOW_IDLE_WAKE_MS * 1000000ull)) {
+        c->idle_wakes_slow++;
+        if (took > ns_to_tsc(1000000000ull))
+            c->idle_wake_warn = true;
+    }
 }
 
 void sched_switch_locked(struct cpu *c)
@@ -94,6 +114,8 @@ void sched_switch_locked(struct cpu *c)
     struct list *n = list_pop_front(&c->runqueue);
     struct thread *next = n ? container_of(n, struct thread, rq_link) : c->idle;
     c->need_resched = false;
+    if (prev == c->idle && next != c->idle && c->idle_wake_tsc)
+        note_idle_wake(c);
     next->state = THREAD_RUNNING;
     if (next == prev)
         return;
@@ -110,6 +132,14 @@ void sched_finish_switch(struct cpu *c)
 {
     struct thread *prev = c->switch_prev;
     c->switch_prev = NULL;
+    if (c->idle_wake_warn) {
+        static bool warned;
+        c->idle_wake_warn = false;
+        if (!__atomic_exchange_n(&warned, true, __ATOMIC_RELAXED))
+            pr_warn("sched: cpu%u stayed idle %llu ms with a ready thread (a late or lost dispatch interrupt; "
+                    "reported once)",
+                    c->id, (unsigned long long)(tsc_to_ns(c->idle_wake_max_tsc) / 1000000));
+    }
     if (prev && prev->state == THREAD_DEAD) {
         /* Off its stack now: hand it to the reaper, which runs at DISPATCH. */
         raw_spin_lock(&c->rq_lock);
@@ -257,6 +287,7 @@ static void dispatch_interrupt(struct int_frame *f, void *ctx)
     (void)f;
     (void)ctx;
     struct cpu *c = this_cpu();
+    c->dispatch_interrupts++;
     dpc_drain();
     if (!list_empty(&c->zombies))
         reap(c);
@@ -316,18 +347,26 @@ void sched_cpu_init(struct cpu *c, bool boot_cpu)
     c->idle = idle;
 }
 
+/* The ready queue is looked at with interrupts off, and `sti; hlt` keeps them off until the hlt
+ * (the one-instruction STI shadow), so a dispatch interrupt requested after the look wakes the hlt
+ * instead of being taken just before it. (The dispatch interrupt switches threads itself, so with
+ * interrupts on the window lost nothing today; this way the loop does not depend on that.) */
 void sched_idle_loop(void)
 {
     struct cpu *c = this_cpu();
     irql_lower(IRQL_PASSIVE);
-    sti();
     for (;;) {
-        if (!list_empty(&c->zombies))
-            reap(c);
-        if (!list_empty(&c->runqueue))
-            thread_yield();
-        else
+        cli();
+        bool zombies = !list_empty(&c->zombies), ready = !list_empty(&c->runqueue);
+        if (!zombies && !ready) {
             sti_hlt();
+            continue;
+        }
+        sti();
+        if (zombies)
+            reap(c);
+        if (ready)
+            thread_yield();
     }
 }
 
@@ -351,10 +390,22 @@ void sched_dump(void)
         struct thread *cur = c->current;
         bool resched = c->need_resched, armed = c->timer_armed;
         uint64_t switches = c->context_switches, irqs = c->interrupts;
+        uint64_t wakes = c->idle_wakes, slow = c->idle_wakes_slow, wake_max = c->idle_wake_max_tsc;
+        uint64_t waiting = c->idle_wake_tsc ? rdtsc() - c->idle_wake_tsc : 0;
         spin_unlock(&c->rq_lock, old);
         kprintf("sched: cpu%u current %s#%llu (state %d), need_resched %d, timer %s, %llu switches, %llu interrupts, "
                 "ready:%s\n",
                 c->id, cur->name, (unsigned long long)cur->id, cur->state, resched, armed ? "armed" : "idle",
                 (unsigned long long)switches, (unsigned long long)irqs, ready[0] ? ready : " (none)");
+        char pending[48] = "";
+        if (waiting)
+            fmt_snprintf(pending, sizeof pending, "; one waiting for %llu us",
+                         (unsigned long long)(tsc_to_ns(waiting) / 1000));
+        kprintf("sched: cpu%u dispatch interrupts: %llu requested, %llu taken; idle wake-ups: %llu, slowest %llu us, "
+                "%llu over %u ms%s\n",
+                c->id, (unsigned long long)__atomic_load_n(&c->dispatch_requests, __ATOMIC_RELAXED),
+                (unsigned long long)c->dispatch_interrupts, (unsigned long long)wakes,
+                (unsigned long long)(tsc_to_ns(wake_max) / 1000), (unsigned long long)slow,
+                SCHED_SLOW_IDLE_WAKE_MS, pending);
     }
 }

@@ -285,9 +285,9 @@ static void check_reftime(void)
         thread_sleep_ns(2000000);
         uint64_t a = hv_ref_time(), b = hv_ref_time();
         (void)control(HVSIM_CTL_TSC_UNSETTLED, 0, 0, 0);
-        CHECK(c == HV_STATUS_SUCCESS && hv_ref_time_unsettled_reads() > before && b >= a && a >= prev,
-              "a TSC page whose sequence never settles: fallen back to the MSR (%llu unsettled reads), time still "
-              "moves forward",
+        CHECK(c == HV_STATUS_SUCCESS && b >= a && a >= prev,
+              "while hvsim keeps rewriting the TSC page, reads retry and time still moves forward (%llu reads gave up "
+              "and used the MSR)",
               (unsigned long long)(hv_ref_time_unsettled_reads() - before));
     }
 }

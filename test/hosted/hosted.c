@@ -433,7 +433,7 @@ static void *vp_main(void *arg)
             pthread_sigmask(SIG_BLOCK, &block, NULL);
             continue;
         }
-        if (vp->stop)
+        if (__atomic_load_n(&vp->stop, __ATOMIC_ACQUIRE))
             break;
         hosted_take_pending();
         sigsuspend(&wait_mask); /* returns after a signal was handled */
@@ -607,7 +607,7 @@ void hosted_stop(void)
 {
     hosted_power_off();
     for (uint32_t i = 0; i < vp_count; i++) {
-        vps[i]->stop = 1;
+        __atomic_store_n(&vps[i]->stop, 1, __ATOMIC_RELEASE);
         pthread_kill(vps[i]->thread, INTERRUPT_SIGNAL);
         pthread_join(vps[i]->thread, NULL);
     }

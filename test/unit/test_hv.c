@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "arch-x86_64/cpu.h"
+
 #include "arch-x86_64/interrupts.h"
 #include "hv/hv.h"
 #include "hv/reftime.h"
@@ -368,18 +370,42 @@ static void test_reference_time(void **state)
     }
 }
 
+static volatile uint32_t *page_sequence;
+
+/* The host rewrites the page between the guest's two reads of the sequence, every time. */
+static uint64_t tsc_while_host_rewrites(void)
+{
+    __atomic_add_fetch(page_sequence, 1, __ATOMIC_RELEASE);
+    return rdtsc();
+}
+
 static void test_reference_time_unsettled(void **state)
 {
     (void)state;
+    uint64_t msr = 0;
+    assert_true(hvsim_rdmsr(hosted_sim(), 0, HV_MSR_REFERENCE_TSC, &msr));
+    assert_true(msr & HV_PAGE_ENABLE);
+    struct hv_reference_tsc_page *page = (void *)((uint8_t *)hosted_ram() + (msr & HV_PAGE_GPA_MASK));
+    page_sequence = &page->tsc_sequence;
     hosted_log_clear();
     uint64_t before = hv_ref_time_unsettled_reads();
-    hvsim_set_tsc_unsettled(hosted_sim(), true);
+    struct time_job settled = { 0 };
+    hosted_run_on(1, read_times, &settled);
+    hv_reftime_set_tsc_reader(tsc_while_host_rewrites);
     struct time_job j = { 0 };
     hosted_run_on(1, read_times, &j);
-    hvsim_set_tsc_unsettled(hosted_sim(), false);
-    assert_int_equal(j.backwards, 0);
-    assert_true(hv_ref_time_unsettled_reads() > before);
+    hv_reftime_set_tsc_reader(NULL);
+    /* Every read fell back to TIME_REF_COUNT, with a log line, and time never went back. */
+    assert_int_equal(hv_ref_time_unsettled_reads() - before, 20001);
     assert_true(hosted_log_contains("did not settle"));
+    assert_int_equal(j.backwards, 0);
+    assert_true(j.first >= settled.last);
+    /* hvsim's own churning page (bursts): readers retry and still get monotonic time. */
+    hvsim_set_tsc_unsettled(hosted_sim(), true);
+    struct time_job churn = { 0 };
+    hosted_run_on(2, read_times, &churn);
+    hvsim_set_tsc_unsettled(hosted_sim(), false);
+    assert_int_equal(churn.backwards, 0);
 }
 
 /* ---- timers ---- */

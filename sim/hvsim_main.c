@@ -1,0 +1,492 @@
+/*
+ * hvsim: the simulated Hyper-V root partition for a QEMU guest (sim/README.md).
+ *
+ *   hvsim --mem PATH --mem-size BYTES --socket PATH [--vcpus N] [--no-direct-stimer]
+ *         [--recommend-no-aeoi] [--no-reference-tsc] [--deny-privilege NAME]... [--verbose]
+ *
+ * Creates and maps the guest RAM file (QEMU maps the same file with share=on), listens on a unix
+ * socket for QEMU's doorbell UART (-chardev socket,path=PATH), accepts one connection and serves the
+ * protocol of hv/simdb.h until QEMU disconnects (exit 0, one line of stats) or SIGTERM/SIGINT (exit
+ * 0). Errors exit non-zero with a message. The model itself is the library (sim/hvsim.h); the
+ * protocol pieces are sim/doorbell.h; this file is only the process around them.
+ *
+ * Threads: this one reads the socket and serves requests; the library's timer thread runs the
+ * synthetic timers. Interrupts (raised with the model's lock held, from either thread) set the
+ * vector in the mailbox and bump an eventfd; only this thread writes SIMDB_IRQ bytes to the socket,
+ * so a slow QEMU never blocks the model.
+ */
+#define _GNU_SOURCE /* accept4 */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "hv/simdb.h"
+#include "sim/doorbell.h"
+#include "sim/hvsim.h"
+
+/* QEMU q35 maps guest RAM below 2 GiB at the same offsets as the backing file. */
+#define LOW_RAM_LIMIT (2ull << 30)
+
+struct server {
+    const char *mem_path, *socket_path;
+    bool mem_created, socket_bound;
+    uint8_t *mem;
+    uint64_t mem_size, ram_size;
+    int listen_fd, conn_fd, irq_fd, signal_fd;
+    struct hvsim_config cfg;
+    uint32_t expect_vcpus;
+    struct hvsim *sim;
+    struct simdb_mailbox *mailbox;
+    uint32_t vp_count;
+    struct simdb_parser parser;
+    uint64_t rx_host_tsc; /* host TSC when the bytes being parsed arrived */
+    const char *fatal;    /* set by a callback: stop with this error */
+    bool peer_closed;
+    struct hvsim_stats totals; /* of models already destroyed (guest reboots) */
+    uint64_t hellos, kicks, irq_bytes;
+};
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("hvsim: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+    va_end(ap);
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: hvsim --mem PATH --mem-size BYTES --socket PATH [--vcpus N] [--no-direct-stimer]\n"
+            "             [--recommend-no-aeoi] [--no-reference-tsc] [--deny-privilege NAME]... [--verbose]\n"
+            "  BYTES takes a K, M or G suffix; privilege names: partition-refcount synic stimer hypercall\n"
+            "  vp-index reference-tsc frequency-msrs post-messages signal-events\n");
+}
+
+static const struct {
+    const char *name;
+    uint32_t low, high;
+} privilege_names[] = {
+    { "partition-refcount", HV_PRIV_ACCESS_PARTITION_REFCOUNT, 0 },
+    { "synic", HV_PRIV_ACCESS_SYNIC_REGS, 0 },
+    { "stimer", HV_PRIV_ACCESS_SYNTHETIC_TIMERS, 0 },
+    { "hypercall", HV_PRIV_ACCESS_HYPERCALL_MSRS, 0 },
+    { "vp-index", HV_PRIV_ACCESS_VP_INDEX, 0 },
+    { "reference-tsc", HV_PRIV_ACCESS_REFERENCE_TSC, 0 },
+    { "frequency-msrs", HV_PRIV_ACCESS_FREQUENCY_MSRS, 0 },
+    { "post-messages", 0, HV_PRIV_POST_MESSAGES },
+    { "signal-events", 0, HV_PRIV_SIGNAL_EVENTS },
+};
+
+static bool deny_privilege(struct hvsim_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < sizeof privilege_names / sizeof privilege_names[0]; i++) {
+        if (strcasecmp(name, privilege_names[i].name) == 0) {
+            cfg->deny_privileges_low |= privilege_names[i].low;
+            cfg->deny_privileges_high |= privilege_names[i].high;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* "256M", "4096", "1G": bytes, a positive multiple of 4 KiB. */
+static bool parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || end == s || *s == '-')
+        return false;
+    unsigned shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    default: break;
+    }
+    if (*end || v == 0 || v > (UINT64_MAX >> shift) || ((v << shift) % 4096))
+        return false;
+    *out = (uint64_t)v << shift;
+    return true;
+}
+
+static void parse_args(struct server *s, int argc, char **argv)
+{
+    enum { OPT_MEM = 256, OPT_MEM_SIZE, OPT_SOCKET, OPT_VCPUS, OPT_NO_DIRECT, OPT_NO_AEOI, OPT_NO_TSC, OPT_DENY,
+           OPT_VERBOSE };
+    static const struct option opts[] = {
+        { "mem", required_argument, NULL, OPT_MEM },
+        { "mem-size", required_argument, NULL, OPT_MEM_SIZE },
+        { "socket", required_argument, NULL, OPT_SOCKET },
+        { "vcpus", required_argument, NULL, OPT_VCPUS },
+        { "no-direct-stimer", no_argument, NULL, OPT_NO_DIRECT },
+        { "recommend-no-aeoi", no_argument, NULL, OPT_NO_AEOI },
+        { "no-reference-tsc", no_argument, NULL, OPT_NO_TSC },
+        { "deny-privilege", required_argument, NULL, OPT_DENY },
+        { "verbose", no_argument, NULL, OPT_VERBOSE },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_MEM:
+            s->mem_path = optarg;
+            break;
+        case OPT_MEM_SIZE:
+            if (!parse_size(optarg, &s->mem_size)) {
+                say("--mem-size %s: expected a positive multiple of 4096 bytes (K, M, G suffixes)", optarg);
+                exit(2);
+            }
+            break;
+        case OPT_SOCKET:
+            s->socket_path = optarg;
+            break;
+        case OPT_VCPUS: {
+            char *end;
+            unsigned long n = strtoul(optarg, &end, 10);
+            if (*end || n < 1 || n > SIMDB_MAX_VPS) {
+                say("--vcpus %s: expected 1..%u", optarg, SIMDB_MAX_VPS);
+                exit(2);
+            }
+            s->expect_vcpus = (uint32_t)n;
+            break;
+        }
+        case OPT_NO_DIRECT:
+            s->cfg.no_direct_stimer = true;
+            break;
+        case OPT_NO_AEOI:
+            s->cfg.recommend_no_aeoi = true;
+            break;
+        case OPT_NO_TSC:
+            s->cfg.no_reference_tsc = true;
+            break;
+        case OPT_DENY:
+            if (!deny_privilege(&s->cfg, optarg)) {
+                say("--deny-privilege %s: unknown privilege", optarg);
+                usage();
+                exit(2);
+            }
+            break;
+        case OPT_VERBOSE:
+            s->cfg.verbosity = 1;
+            break;
+        case 'h':
+            usage();
+            exit(0);
+        default:
+            usage();
+            exit(2);
+        }
+    }
+    if (optind != argc || !s->mem_path || !s->mem_size || !s->socket_path) {
+        usage();
+        exit(2);
+    }
+}
+
+static void add_stats(struct hvsim_stats *to, const struct hvsim_stats *from)
+{
+    to->hypercalls += from->hypercalls;
+    to->posts_ok += from->posts_ok;
+    to->posts_failed += from->posts_failed;
+    to->signals += from->signals;
+    to->messages_delivered += from->messages_delivered;
+    to->messages_queued += from->messages_queued;
+    to->eoms += from->eoms;
+    to->interrupts_raised += from->interrupts_raised;
+    to->timer_expiries += from->timer_expiries;
+    to->msr_faults += from->msr_faults;
+}
+
+static void destroy_model(struct server *s)
+{
+    if (!s->sim)
+        return;
+    struct hvsim_stats st;
+    hvsim_get_stats(s->sim, &st);
+    add_stats(&s->totals, &st);
+    hvsim_destroy(s->sim); /* joins the timer thread: no raise runs after this */
+    s->sim = NULL;
+}
+
+static void cleanup(struct server *s)
+{
+    destroy_model(s);
+    if (s->conn_fd >= 0)
+        close(s->conn_fd);
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    if (s->socket_bound)
+        unlink(s->socket_path);
+    if (s->mem)
+        munmap(s->mem, s->mem_size);
+    if (s->mem_created)
+        unlink(s->mem_path);
+}
+
+static void fail(struct server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void fail(struct server *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("hvsim: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    cleanup(s);
+    exit(1);
+}
+
+/* The guest RAM file: created if missing (and then unlinked at exit), sized, mapped shared. */
+static void map_memory(struct server *s)
+{
+    int fd = open(s->mem_path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd >= 0)
+        s->mem_created = true;
+    else if (errno == EEXIST)
+        fd = open(s->mem_path, O_RDWR);
+    if (fd < 0)
+        fail(s, "%s: %s", s->mem_path, strerror(errno));
+    if (ftruncate(fd, (off_t)s->mem_size) != 0) {
+        int e = errno;
+        close(fd);
+        fail(s, "%s: cannot size to %llu bytes: %s", s->mem_path, (unsigned long long)s->mem_size, strerror(e));
+    }
+    void *m = mmap(NULL, s->mem_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int e = errno;
+    close(fd);
+    if (m == MAP_FAILED)
+        fail(s, "%s: mmap: %s", s->mem_path, strerror(e));
+    s->mem = m;
+    s->ram_size = s->mem_size < LOW_RAM_LIMIT ? s->mem_size : LOW_RAM_LIMIT;
+}
+
+/* Binds and listens under a temporary name, then renames: whoever waits for PATH to appear (the
+ * launcher, then QEMU) finds a socket that already accepts. */
+static void listen_socket(struct server *s)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    char tmp[sizeof addr.sun_path];
+    if (snprintf(tmp, sizeof tmp, "%s.%d", s->socket_path, (int)getpid()) >= (int)sizeof tmp)
+        fail(s, "%s: socket path too long", s->socket_path);
+    strcpy(addr.sun_path, tmp);
+    struct stat st;
+    if (lstat(s->socket_path, &st) == 0 && !S_ISSOCK(st.st_mode))
+        fail(s, "%s exists and is not a socket", s->socket_path);
+    s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s->listen_fd < 0)
+        fail(s, "socket: %s", strerror(errno));
+    unlink(tmp);
+    if (bind(s->listen_fd, (struct sockaddr *)&addr, sizeof addr) != 0)
+        fail(s, "%s: bind: %s", tmp, strerror(errno));
+    if (listen(s->listen_fd, 1) != 0 || rename(tmp, s->socket_path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        fail(s, "%s: %s", s->socket_path, strerror(e));
+    }
+    s->socket_bound = true; /* a stale socket of the same name was replaced */
+}
+
+static void send_irq(struct server *s)
+{
+    uint8_t b = SIMDB_IRQ;
+    for (;;) {
+        ssize_t n = send(s->conn_fd, &b, 1, MSG_NOSIGNAL);
+        if (n == 1) {
+            s->irq_bytes++;
+            return;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+            s->peer_closed = true;
+            return;
+        }
+        s->fatal = "socket write failed";
+        return;
+    }
+}
+
+/* Raise callback: runs with the model's lock held, from this thread or the timer thread. */
+static void raise_interrupt(void *ctx, uint32_t vp, uint8_t vector)
+{
+    struct server *s = ctx;
+    simdb_set_pending(s->mailbox, vp, vector);
+    uint64_t one = 1;
+    ssize_t n = write(s->irq_fd, &one, sizeof one); /* fails only if 2^64-2 bumps are unread */
+    (void)n;
+}
+
+static void on_hello(void *ctx, uint64_t gpa)
+{
+    struct server *s = ctx;
+    const char *why;
+    struct simdb_mailbox *mb = simdb_mailbox_at(s->mem, s->ram_size, gpa, &why);
+    uint32_t vp_count = 0;
+    if (mb)
+        why = simdb_check_hello(mb, &vp_count);
+    if (!why && s->expect_vcpus && vp_count != s->expect_vcpus)
+        why = "VP count differs from --vcpus";
+    if (why) {
+        say("HELLO with mailbox 0x%llx ignored: %s (VPs %u)", (unsigned long long)gpa, why, vp_count);
+        return;
+    }
+    /* The guest read its TSC just before sending; the delta is short by the doorbell latency. */
+    int64_t delta = (int64_t)(simdb_hello_guest_tsc(mb) - s->rx_host_tsc);
+    if (s->sim) {
+        say("new HELLO (guest rebooted): resetting the model");
+        destroy_model(s);
+    }
+    s->mailbox = mb;
+    s->vp_count = vp_count;
+    s->cfg.vp_count = vp_count;
+    s->cfg.guest_tsc_delta = delta;
+    s->sim = hvsim_create(&s->cfg, s->mem, s->ram_size, raise_interrupt, s);
+    if (!s->sim || !hvsim_start_timer_thread(s->sim)) {
+        s->fatal = "cannot create the model";
+        return;
+    }
+    s->hellos++;
+    simdb_accept_hello(mb);
+    send_irq(s);
+    say("guest HELLO: mailbox 0x%llx, %u VPs, guest TSC = host TSC %+lld", (unsigned long long)gpa, vp_count,
+        (long long)delta);
+}
+
+static void on_kick(void *ctx)
+{
+    struct server *s = ctx;
+    if (!s->sim)
+        return; /* before the first HELLO a KICK byte is firmware noise */
+    s->kicks++;
+    simdb_serve(s->sim, s->mailbox, s->vp_count, NULL, NULL);
+}
+
+/* Waits for QEMU to connect (or a signal: false). */
+static bool accept_peer(struct server *s)
+{
+    struct pollfd p[2] = { { .fd = s->listen_fd, .events = POLLIN }, { .fd = s->signal_fd, .events = POLLIN } };
+    for (;;) {
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            fail(s, "poll: %s", strerror(errno));
+        }
+        if (p[1].revents)
+            return false;
+        if (p[0].revents) {
+            s->conn_fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            if (s->conn_fd >= 0)
+                return true;
+            if (errno != EINTR && errno != ECONNABORTED)
+                fail(s, "accept: %s", strerror(errno));
+        }
+    }
+}
+
+/* Serves the connection until QEMU closes it or a signal arrives. */
+static void serve(struct server *s)
+{
+    const struct simdb_sink sink = { .kick = on_kick, .hello = on_hello, .ctx = s };
+    struct pollfd p[3] = { { .fd = s->conn_fd, .events = POLLIN },
+                           { .fd = s->irq_fd, .events = POLLIN },
+                           { .fd = s->signal_fd, .events = POLLIN } };
+    uint8_t buf[4096];
+    while (!s->peer_closed) {
+        if (poll(p, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            fail(s, "poll: %s", strerror(errno));
+        }
+        if (p[2].revents) {
+            struct signalfd_siginfo si;
+            if (read(s->signal_fd, &si, sizeof si) == (ssize_t)sizeof si)
+                say("%s: exiting", strsignal((int)si.ssi_signo));
+            return;
+        }
+        if (p[0].revents) {
+            ssize_t n = read(s->conn_fd, buf, sizeof buf);
+            s->rx_host_tsc = hvsim_host_tsc();
+            if (n == 0)
+                return;
+            if (n < 0) {
+                if (errno == EINTR || errno == EAGAIN)
+                    continue;
+                if (errno == ECONNRESET)
+                    return;
+                fail(s, "socket read: %s", strerror(errno));
+            }
+            simdb_parse(&s->parser, buf, (size_t)n, &sink);
+        }
+        if (p[1].revents) {
+            uint64_t count;
+            if (read(s->irq_fd, &count, sizeof count) == (ssize_t)sizeof count)
+                send_irq(s); /* one byte covers every vector set before it */
+        }
+        if (s->fatal)
+            fail(s, "%s", s->fatal);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct server s = { .listen_fd = -1, .conn_fd = -1, .irq_fd = -1, .signal_fd = -1 };
+    parse_args(&s, argc, argv);
+
+    /* Blocked before any thread exists, so only the signalfd sees them. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigprocmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    s.signal_fd = signalfd(-1, &stop, SFD_CLOEXEC);
+    s.irq_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s.signal_fd < 0 || s.irq_fd < 0)
+        fail(&s, "signalfd/eventfd: %s", strerror(errno));
+
+    map_memory(&s);
+    listen_socket(&s);
+    say("listening on %s", s.socket_path);
+
+    if (accept_peer(&s)) {
+        close(s.listen_fd); /* one connection only */
+        s.listen_fd = -1;
+        serve(&s);
+    } else {
+        say("signal before QEMU connected: exiting");
+    }
+
+    destroy_model(&s);
+    const struct hvsim_stats *t = &s.totals;
+    say("exit: %llu HELLOs, %llu kicks, %llu hypercalls (%llu posts ok, %llu failed, %llu signals), "
+        "%llu messages delivered, %llu queued, %llu EOMs, %llu interrupts, %llu IRQ bytes, %llu timer expiries, "
+        "%llu MSR faults",
+        (unsigned long long)s.hellos, (unsigned long long)s.kicks, (unsigned long long)t->hypercalls,
+        (unsigned long long)t->posts_ok, (unsigned long long)t->posts_failed, (unsigned long long)t->signals,
+        (unsigned long long)t->messages_delivered, (unsigned long long)t->messages_queued,
+        (unsigned long long)t->eoms, (unsigned long long)t->interrupts_raised, (unsigned long long)s.irq_bytes,
+        (unsigned long long)t->timer_expiries, (unsigned long long)t->msr_faults);
+    cleanup(&s);
+    return 0;
+}
