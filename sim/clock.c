@@ -77,6 +77,7 @@ uint64_t clock_host_tsc_hz(void)
 static void set_delta(struct hvsim *sim, int64_t delta)
 {
     sim->guest_tsc_delta = delta;
+    sim->tsc_sync_correction = 0;
     uint64_t guest_base = sim->host_tsc_base + (uint64_t)delta;
     sim->tsc_offset = -(int64_t)(((unsigned __int128)guest_base * sim->tsc_scale) >> 64);
 }
@@ -91,8 +92,24 @@ void clock_init(struct hvsim *sim)
 
 uint64_t clock_ref_time(const struct hvsim *sim)
 {
-    uint64_t guest_tsc = hvsim_host_tsc() + (uint64_t)sim->guest_tsc_delta;
+    uint64_t guest_tsc = hvsim_host_tsc() + (uint64_t)sim->guest_tsc_delta + (uint64_t)sim->tsc_sync_correction;
     return (uint64_t)(((unsigned __int128)guest_tsc * sim->tsc_scale) >> 64) + (uint64_t)sim->tsc_offset;
+}
+
+/* The guest TSC the guest stamped on a request is at most the true guest TSC at receipt, so
+ * guest_tsc - host_tsc is at most the true delta, and its largest value seen is the best estimate.
+ * Only hvsim's own clock (timer expiry, TIME_REF_COUNT) moves with it, and only forward: the page's
+ * offset stays as HELLO set it, so the guest's time never jumps. */
+void hvsim_observe_guest_tsc(struct hvsim *sim, uint64_t guest_tsc, uint64_t host_tsc)
+{
+    if (!guest_tsc)
+        return;
+    pthread_mutex_lock(&sim->lock);
+    int64_t c = (int64_t)(guest_tsc - host_tsc) - sim->guest_tsc_delta;
+    /* A correction of more than a second is not latency: a confused or rebooted guest. */
+    if (c > sim->tsc_sync_correction && (uint64_t)c < sim->tsc_hz)
+        sim->tsc_sync_correction = c;
+    pthread_mutex_unlock(&sim->lock);
 }
 
 uint64_t hvsim_ref_time(struct hvsim *sim)

@@ -116,6 +116,7 @@ unsigned simdb_serve(struct hvsim *sim, struct simdb_mailbox *mb, uint32_t vp_co
         uint32_t seq = __atomic_load_n(&r->seq, __ATOMIC_ACQUIRE);
         if (seq == __atomic_load_n(&r->done, __ATOMIC_RELAXED))
             continue;
+        hvsim_observe_guest_tsc(sim, __atomic_load_n(&r->guest_tsc, __ATOMIC_RELAXED), hvsim_host_tsc());
         uint32_t op = __atomic_load_n(&r->op, __ATOMIC_RELAXED);
         uint32_t vp = __atomic_load_n(&r->vp, __ATOMIC_RELAXED);
         uint64_t arg[3];

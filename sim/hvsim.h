@@ -91,6 +91,9 @@ uint64_t hvsim_run_timers(struct hvsim *sim);
 bool hvsim_start_timer_thread(struct hvsim *sim);
 /* The guest TSC's frequency and offset as hvsim models them (for the QEMU HELLO exchange). */
 void hvsim_set_guest_tsc_delta(struct hvsim *sim, int64_t delta);
+/* A request stamped with the guest's TSC arrived when the host TSC read host_tsc: refines hvsim's
+ * estimate of the guest's clock (see sim/clock.c). */
+void hvsim_observe_guest_tsc(struct hvsim *sim, uint64_t guest_tsc, uint64_t host_tsc);
 uint64_t hvsim_host_tsc(void);
 
 /* Host-side endpoints. */

@@ -79,6 +79,7 @@ struct hvsim {
 
     /* Reference time: ref(guest_tsc) = ((guest_tsc * tsc_scale) >> 64) + tsc_offset. */
     int64_t guest_tsc_delta, tsc_offset;
+    int64_t tsc_sync_correction; /* >= 0: what later requests showed the HELLO estimate was short by */
     uint32_t tsc_sequence;
     bool tsc_unsettled;
     uint64_t tsc_unsettled_next; /* reference time of the next burst of sequence changes */

@@ -131,9 +131,10 @@ uint64_t hvsim_hypercall(struct hvsim *sim, uint32_t vp, uint64_t control, uint6
     pthread_mutex_lock(&sim->lock);
     sim->stats.hypercalls++;
     uint16_t status = hypercall_locked(sim, vp, control, input);
-    /* A failed hypercall is the guest's to report (it gets the status; hvprobe measures with
-     * deliberately rejected ones): a line only with --verbose. */
-    int verbosity = 1;
+    /* A rejected hypercall is the guest's to report (it gets the status; hvprobe measures with
+     * deliberately rejected ones): a line only with --verbose. A call without a hypercall page or
+     * with an unknown code is a guest bug: always a line. */
+    int verbosity = status == HV_STATUS_INVALID_HYPERCALL_CODE ? 0 : 1;
     hvsim_log(sim, verbosity, "vp%u: hypercall 0x%llx input 0x%llx: status 0x%x%s", vp, (unsigned long long)control,
               (unsigned long long)input, status,
               (sim->hypercall_msr & HV_HYPERCALL_ENABLE) ? ""
@@ -205,7 +206,7 @@ static uint16_t control_message(struct hvsim *sim, void *ctx, uint32_t vp, uint3
     /* Bytes after the command are the payload of a message it delivers. */
     const uint8_t *extra = (const uint8_t *)payload + sizeof c;
     uint32_t extra_size = size - (uint32_t)sizeof c;
-    hvsim_log(sim, 1, "vp%u: control command %u (vp %u, sint %u, arg %u)", vp, c.cmd, c.vp, c.sint, c.arg);
+    hvsim_log(sim, 0, "vp%u: control command %u (vp %u, sint %u, arg %u)", vp, c.cmd, c.vp, c.sint, c.arg);
     switch (c.cmd) {
     case HVSIM_CTL_FAIL_POSTS:
         sim->fail_posts = c.arg;

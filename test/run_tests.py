@@ -81,7 +81,7 @@ BOOT_TESTS = [
     ("hvprobe: a partition without AccessSynicRegs is refused by name", "", 2, 4,
      [r"lacks the AccessSynicRegs privilege, which the Hyper-V layer needs: refusing",
       r"hvprobe: the Hyper-V layer did not come up"], [r"PANIC"],
-     {"app": "hvprobe", "hvsim": ["--deny-privilege", "AccessSynicRegs"]}),
+     {"app": "hvprobe", "hvsim": ["--deny-privilege", "synic"]}),
     ("hvprobe without Hyper-V or hvsim exits with a clear error", "", 2, 3,
      [r"no Hyper-V .* and no hvsim", r"hvprobe: needs Hyper-V or hvsim and found neither"], [r"PANIC"],
      {"app": "hvprobe"}),
@@ -158,8 +158,12 @@ def run_boot(build, res, only=None):
         raw = isinstance(want, str) and want.startswith("raw:")
         if raw:
             want = int(want[4:])
-        status, out = qemu_run.run(disk, smp=smp, cmdline=cmdline, timeout=240, quiet=True, raw=raw,
-                                   hvsim=hvsim, hvsim_args=opt.get("hvsim", []))
+        try:
+            status, out = qemu_run.run(disk, smp=smp, cmdline=cmdline, timeout=240, quiet=True, raw=raw,
+                                       hvsim=hvsim, hvsim_args=opt.get("hvsim", []))
+        except RuntimeError as e:
+            res.add(False, f"boot {name}", str(e))
+            continue
         took = time.monotonic() - t0
         problems = []
         if status != want:
