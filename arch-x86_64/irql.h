@@ -20,30 +20,12 @@
 #include <stdint.h>
 
 #include "arch-x86_64/cpu.h"
-
-typedef uint8_t irql_t;
-
-#define IRQL_PASSIVE 0
-#define IRQL_DISPATCH 2
-#define IRQL_DEVICE_LOW 3
-#define IRQL_DEVICE_HIGH 11
-#define IRQL_CLOCK 13
-#define IRQL_IPI 14
-#define IRQL_HIGH 15
-
-#define VECTOR_DISPATCH 0x2F
-#define VECTOR_TIMER 0xD0
-#define VECTOR_IPI_CALL 0xE0
-#define VECTOR_IPI_STOP 0xEF
-#define VECTOR_SPURIOUS 0xFF
+#include "arch-x86_64/irql_levels.h"
 
 static inline irql_t irql_current(void)
 {
     return (irql_t)read_cr8();
 }
-
-void irql_violation(const char *what, irql_t have, irql_t limit, const char *file, int line)
-    __attribute__((noreturn));
 
 static inline irql_t irql_raise(irql_t level)
 {
@@ -61,20 +43,5 @@ static inline void irql_lower(irql_t level)
         irql_violation("irql_lower above the current level", cur, level, __FILE__, __LINE__);
     write_cr8(level);
 }
-
-/* Assert the caller runs at most (or exactly) at a level: the wrong-IRQL call is a bug, so it panics
- * with the function and both levels named. */
-#define IRQL_ASSERT_MAX(limit)                                                                                \
-    do {                                                                                                       \
-        irql_t have_ = irql_current();                                                                         \
-        if (have_ > (limit))                                                                                   \
-            irql_violation(__func__, have_, (limit), __FILE__, __LINE__);                                      \
-    } while (0)
-#define IRQL_ASSERT_EQ(level)                                                                                 \
-    do {                                                                                                       \
-        irql_t have_ = irql_current();                                                                         \
-        if (have_ != (level))                                                                                  \
-            irql_violation(__func__, have_, (level), __FILE__, __LINE__);                                      \
-    } while (0)
 
 #endif

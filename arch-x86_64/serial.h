@@ -14,6 +14,10 @@
 #define COM1_PORT 0x3F8
 
 bool serial_init(uint16_t port);
+/* Any 16550 (the console's or another): is one at port (scratch-register test), and set it to
+ * 115200 8N1 with interrupts off and the given FIFO and modem control bytes. */
+bool uart_probe(uint16_t port);
+void uart_setup(uint16_t port, uint8_t fcr, uint8_t mcr);
 bool serial_present(void);
 void serial_write(const char *s, size_t n);
 

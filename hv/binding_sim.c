@@ -12,6 +12,7 @@
 #include "arch-x86_64/irql.h"
 #include "arch-x86_64/lapic.h"
 #include "arch-x86_64/paging.h"
+#include "arch-x86_64/serial.h"
 #include "arch-x86_64/spinlock.h"
 #include "arch-x86_64/tsc.h"
 #include "hv/binding.h"
@@ -25,7 +26,7 @@
 #define ANSWER_TIMEOUT_NS 5000000000ull
 #define HELLO_TIMEOUT_NS 2000000000ull
 
-enum { RBR = 0, THR = 0, IER = 1, FCR = 2, LCR = 3, MCR = 4, LSR = 5, SCR = 7, DLL = 0, DLH = 1 };
+enum { RBR = 0, THR = 0, IER = 1, LSR = 5 };
 #define LSR_DR 0x01
 #define LSR_THRE 0x20
 
@@ -151,28 +152,13 @@ static const struct hv_binding sim_binding = {
     .shutdown = sim_shutdown,
 };
 
-static bool uart_present(void)
-{
-    uint16_t p = SIMDB_UART_PORT;
-    outb(p + SCR, 0x5a);
-    if (inb(p + SCR) != 0x5a)
-        return false;
-    outb(p + SCR, 0xa5);
-    return inb(p + SCR) == 0xa5;
-}
-
 const struct hv_binding *hv_binding_sim_probe(void)
 {
-    if (!uart_present())
+    if (!uart_probe(SIMDB_UART_PORT))
         return NULL;
     uint16_t p = SIMDB_UART_PORT;
-    outb(p + IER, 0);
-    outb(p + LCR, 0x80);
-    outb(p + DLL, 1);
-    outb(p + DLH, 0);
-    outb(p + LCR, 0x03);
-    outb(p + FCR, 0x07); /* FIFO on and cleared, interrupt at 1 byte */
-    outb(p + MCR, 0x0b); /* DTR, RTS, OUT2 (the IRQ gate on PC UARTs) */
+    /* FIFO on and cleared, interrupt at 1 byte; DTR, RTS, OUT2 (the IRQ gate on PC UARTs). */
+    uart_setup(p, 0x07, 0x0b);
     for (uint32_t i = 0; i < MAX_CPUS; i++)
         if (cpus[i] && cpus[i]->online)
             vp_count = i + 1;

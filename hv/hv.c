@@ -322,7 +322,6 @@ uint16_t hv_post_message(uint32_t connection_id, uint32_t message_type, const vo
         s = post_once(connection_id, message_type, payload, size);
         if (s != HV_STATUS_INSUFFICIENT_BUFFERS && s != HV_STATUS_INSUFFICIENT_MEMORY)
             break;
-        hv_cpus[this_cpu()->id].post_retries++;
         if (attempt == HV_POST_RETRIES)
             break;
         back_off(delay_us);

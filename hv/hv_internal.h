@@ -22,7 +22,6 @@ struct hv_cpu {
     uint64_t hypercall_in_gpa, hypercall_out_gpa;
     struct dpc synic_dpc;                  /* runs the DISPATCH-level SINT handlers */
     struct hv_synic_stats stats;
-    uint64_t post_retries;
 };
 
 extern const struct hv_binding *hv_bind;

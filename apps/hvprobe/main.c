@@ -45,7 +45,6 @@ static struct event arrived; /* auto-reset: set by every handler call */
 struct echo_payload {
     uint8_t vp, sint, pad[2];
     uint32_t cookie;
-    uint64_t sent_tsc;
 };
 
 static status_t test_message(void *ctx, uint32_t cpu, const struct hv_message *msg)
@@ -93,7 +92,7 @@ static bool wait_until(volatile uint32_t *counter, uint32_t want)
 
 static uint16_t echo(uint32_t cpu, uint8_t sint, uint32_t cookie)
 {
-    struct echo_payload p = { .vp = (uint8_t)cpu, .sint = sint, .cookie = cookie, .sent_tsc = rdtsc() };
+    struct echo_payload p = { .vp = (uint8_t)cpu, .sint = sint, .cookie = cookie };
     return hv_post_message(HVSIM_CONN_ECHO, TEST_TYPE, &p, sizeof p);
 }
 
@@ -212,8 +211,6 @@ static void check_messages_and_events(void)
 
 static void check_transient(void)
 {
-    struct hv_synic_stats dummy;
-    (void)dummy;
     uint32_t me = this_cpu()->id;
     struct seen *st = &seen[me][2];
     uint32_t before = st->messages;

@@ -11,22 +11,7 @@
 #include <stdint.h>
 
 #include "arch-x86_64/cpu.h"
-
-typedef uint8_t irql_t;
-
-#define IRQL_PASSIVE 0
-#define IRQL_DISPATCH 2
-#define IRQL_DEVICE_LOW 3
-#define IRQL_DEVICE_HIGH 11
-#define IRQL_CLOCK 13
-#define IRQL_IPI 14
-#define IRQL_HIGH 15
-
-#define VECTOR_DISPATCH 0x2F
-#define VECTOR_TIMER 0xD0
-#define VECTOR_IPI_CALL 0xE0
-#define VECTOR_IPI_STOP 0xEF
-#define VECTOR_SPURIOUS 0xFF
+#include "arch-x86_64/irql_levels.h"
 
 extern __thread volatile irql_t hosted_irql;
 void hosted_take_pending(void); /* runs the pending vectors above hosted_irql */
@@ -35,9 +20,6 @@ static inline irql_t irql_current(void)
 {
     return hosted_irql;
 }
-
-void irql_violation(const char *what, irql_t have, irql_t limit, const char *file, int line)
-    __attribute__((noreturn));
 
 static inline irql_t irql_raise(irql_t level)
 {
@@ -59,19 +41,5 @@ static inline void irql_lower(irql_t level)
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     hosted_take_pending();
 }
-
-#define IRQL_ASSERT_MAX(limit)                                                                                \
-    do {                                                                                                       \
-        irql_t have_ = irql_current();                                                                         \
-        if (have_ > (limit))                                                                                   \
-            irql_violation(__func__, have_, (limit), __FILE__, __LINE__);                                      \
-    } while (0)
-
-#define IRQL_ASSERT_EQ(level)                                                                                 \
-    do {                                                                                                       \
-        irql_t have_ = irql_current();                                                                         \
-        if (have_ != (level))                                                                                  \
-            irql_violation(__func__, have_, (level), __FILE__, __LINE__);                                      \
-    } while (0)
 
 #endif
