@@ -25,6 +25,10 @@
 
 struct hv_binding {
     const char *name;
+    /* Make synthetic timer 0 the kernel's clock at hv_init(): true on Hyper-V (Gen2 has no PIT, and
+     * the synthetic timer is what its guests are meant to use); false for hvsim, where each timer
+     * interrupt is a round trip through the doorbell and the LAPIC timer is the better clock. */
+    bool stimer_clock;
     void (*cpuid)(uint32_t leaf, uint32_t subleaf, uint32_t regs[4]);
     uint64_t (*rdmsr)(uint32_t msr);
     void (*wrmsr)(uint32_t msr, uint64_t value);

@@ -44,6 +44,7 @@ static uint64_t hyperv_hypercall(uint64_t control, uint64_t input, uint64_t outp
 
 static const struct hv_binding hyperv_binding = {
     .name = "hyper-v",
+    .stimer_clock = true,
     .cpuid = hyperv_cpuid,
     .rdmsr = rdmsr,
     .wrmsr = wrmsr,

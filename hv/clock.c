@@ -35,6 +35,10 @@ static void restore_lapic_clock(void)
 
 status_t hv_clock_install(bool allow_direct)
 {
+    if (timer_clock_event() == &stimer_clock) {
+        pr_info("hv: kernel timers already run on %s (%s mode)", stimer_clock.name, hv_stimer_mode_name());
+        return STATUS_OK;
+    }
     status_t s = hv_stimer_start(timer_expired, allow_direct, VECTOR_TIMER);
     if (s != STATUS_OK)
         return s;

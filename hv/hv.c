@@ -151,6 +151,9 @@ status_t hv_on_each_cpu(void (*fn)(void *status), status_t status[MAX_CPUS])
     return s;
 }
 
+/* Weak: the hosted tests build this layer without the kernel's timers (and without hv/clock.c). */
+status_t hv_clock_install(bool allow_direct) __attribute__((weak));
+
 status_t hv_init(void)
 {
     IRQL_ASSERT_MAX(IRQL_PASSIVE);
@@ -209,6 +212,12 @@ status_t hv_init(void)
         return s;
     }
     power_register_shutdown_hook(shutdown_hook);
+    if (b->stimer_clock && hv_clock_install && (features.privileges_low & HV_PRIV_ACCESS_SYNTHETIC_TIMERS)) {
+        s = hv_clock_install(true);
+        if (s != STATUS_OK)
+            pr_warn("hv: synthetic timer 0 could not become the kernel clock (%s): staying on %s", status_name(s),
+                    "the local APIC timer");
+    }
     return STATUS_OK;
 }
 

@@ -105,7 +105,9 @@ void hv_stimer_stop(void);         /* this CPU */
 uint64_t hv_stimer_messages(uint32_t cpu); /* timer messages taken on a CPU (message mode) */
 
 /* Makes synthetic timer 0 the kernel's clock event (kernel/timer.h) on every CPU: direct mode on
- * VECTOR_TIMER where offered and allowed. At PASSIVE, after hv_init(). */
+ * VECTOR_TIMER where offered and allowed. At PASSIVE, after hv_init(). hv_init() already does this
+ * on real Hyper-V (binding.h stimer_clock); a second call finds the clock installed and returns
+ * STATUS_OK, keeping the mode chosen first. */
 status_t hv_clock_install(bool allow_direct) WARN_UNUSED;
 
 #endif

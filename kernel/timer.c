@@ -37,6 +37,11 @@ const char *timer_clock_name(void)
     return clock_event->name;
 }
 
+const struct clock_event *timer_clock_event(void)
+{
+    return clock_event;
+}
+
 /* With c->timer_lock held, at HIGH. */
 static void reprogram_locked(struct cpu *c)
 {

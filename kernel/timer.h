@@ -49,6 +49,7 @@ struct clock_event {
 };
 void timer_set_clock_event(const struct clock_event *ce); /* NULL: back to the local APIC timer */
 const char *timer_clock_name(void);
+const struct clock_event *timer_clock_event(void);
 void timer_rearm_this_cpu(void); /* after a clock event change: stop the APIC timer, arm the new one */
 /* The timer interrupt's work (expire timers, scheduler tick, re-arm), for a clock event that is not
  * an interrupt of its own (a synthetic timer in message mode): at CLOCK or a device level. */

@@ -3,6 +3,7 @@
  *
  *   hvsim --mem PATH --mem-size BYTES --socket PATH [--vcpus N] [--no-direct-stimer]
  *         [--recommend-no-aeoi] [--no-reference-tsc] [--deny-privilege NAME]... [--verbose]
+ *         [--crash-after-kicks N]
  *
  * Creates and maps the guest RAM file (QEMU maps the same file with share=on), listens on a unix
  * socket for QEMU's doorbell UART (-chardev socket,path=PATH), accepts one connection and serves the
@@ -38,6 +39,9 @@
 #include "sim/doorbell.h"
 #include "sim/hvsim.h"
 
+/* The status of a simulated crash (--crash-after-kicks). */
+#define CRASH_STATUS 70
+
 /* QEMU q35 maps guest RAM below 2 GiB at the same offsets as the backing file. */
 #define LOW_RAM_LIMIT (2ull << 30)
 
@@ -58,6 +62,7 @@ struct server {
     bool peer_closed;
     struct hvsim_stats totals; /* of models already destroyed (guest reboots) */
     uint64_t hellos, kicks, irq_bytes;
+    uint64_t crash_after_kicks; /* 0: never. Else die abruptly on that kick (tests the launcher) */
 };
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -77,8 +82,11 @@ static void usage(void)
     fprintf(stderr,
             "usage: hvsim --mem PATH --mem-size BYTES --socket PATH [--vcpus N] [--no-direct-stimer]\n"
             "             [--recommend-no-aeoi] [--no-reference-tsc] [--deny-privilege NAME]... [--verbose]\n"
+            "             [--crash-after-kicks N]\n"
             "  BYTES takes a K, M or G suffix; privilege names: partition-refcount synic stimer hypercall\n"
-            "  vp-index reference-tsc frequency-msrs post-messages signal-events\n");
+            "  vp-index reference-tsc frequency-msrs post-messages signal-events\n"
+            "  --crash-after-kicks N: exit at once with status %d on the guest's Nth doorbell kick, without\n"
+            "  cleaning up, as a crashed host would (tests that the launcher notices)\n", CRASH_STATUS);
 }
 
 static const struct {
@@ -132,7 +140,7 @@ static bool parse_size(const char *s, uint64_t *out)
 static void parse_args(struct server *s, int argc, char **argv)
 {
     enum { OPT_MEM = 256, OPT_MEM_SIZE, OPT_SOCKET, OPT_VCPUS, OPT_NO_DIRECT, OPT_NO_AEOI, OPT_NO_TSC, OPT_DENY,
-           OPT_VERBOSE };
+           OPT_VERBOSE, OPT_CRASH };
     static const struct option opts[] = {
         { "mem", required_argument, NULL, OPT_MEM },
         { "mem-size", required_argument, NULL, OPT_MEM_SIZE },
@@ -143,6 +151,7 @@ static void parse_args(struct server *s, int argc, char **argv)
         { "no-reference-tsc", no_argument, NULL, OPT_NO_TSC },
         { "deny-privilege", required_argument, NULL, OPT_DENY },
         { "verbose", no_argument, NULL, OPT_VERBOSE },
+        { "crash-after-kicks", required_argument, NULL, OPT_CRASH },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -190,6 +199,17 @@ static void parse_args(struct server *s, int argc, char **argv)
         case OPT_VERBOSE:
             s->cfg.verbosity = 1;
             break;
+        case OPT_CRASH: {
+            char *end;
+            errno = 0;
+            unsigned long long n = strtoull(optarg, &end, 10);
+            if (errno || *end || n == 0 || *optarg == '-') {
+                say("--crash-after-kicks %s: expected a positive count", optarg);
+                exit(2);
+            }
+            s->crash_after_kicks = n;
+            break;
+        }
         case 'h':
             usage();
             exit(0);
@@ -379,6 +399,10 @@ static void on_kick(void *ctx)
     if (!s->sim)
         return; /* before the first HELLO a KICK byte is firmware noise */
     s->kicks++;
+    if (s->kicks == s->crash_after_kicks) {
+        say("simulated crash on kick %llu (--crash-after-kicks)", (unsigned long long)s->kicks);
+        _exit(CRASH_STATUS); /* no clean-up, no answer: the guest's request stays unserved */
+    }
     simdb_serve(s->sim, s->mailbox, s->vp_count, NULL, NULL);
 }
 

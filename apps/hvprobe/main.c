@@ -9,7 +9,8 @@
  * host-side partner run (VMBus brings the partner there).
  *
  * Command line: stimer=direct|message|off (default direct where offered), rounds=N (measurement
- * repetitions, default 200), selftest=0 (report only).
+ * repetitions, default 200), selftest=0 (report only). On real Hyper-V, hv_init() has already made
+ * timer 0 the kernel clock in direct mode, so there stimer= does not change the mode.
  */
 #include "arch-x86_64/cpu.h"
 #include "arch-x86_64/irql.h"
