@@ -18,7 +18,7 @@ KCFLAGS := -std=gnu11 -ffreestanding -fno-pic -fno-pie -mcmodel=kernel -mno-red-
 	-fno-strict-aliasing -O2 -g -Wall -Wextra -Werror -Wno-address-of-packed-member -I. -MMD -MP
 KASFLAGS := -f elf64 -g -F dwarf
 
-KERNEL_C := $(wildcard kernel/*.c) $(wildcard arch-x86_64/*.c) $(wildcard hv/*.c)
+KERNEL_C := $(wildcard kernel/*.c) $(wildcard arch-x86_64/*.c) $(wildcard hv/*.c) $(wildcard kmcl/*.c)
 KERNEL_ASM := arch-x86_64/isr.asm arch-x86_64/entry.asm arch-x86_64/switch.asm arch-x86_64/trampoline_blob.asm
 KERNEL_OBJS := $(KERNEL_C:%.c=$(OBJ)/%.o) $(KERNEL_ASM:%.asm=$(OBJ)/%.o)
 APP_C := $(wildcard apps/$(APP)/*.c)
@@ -128,16 +128,24 @@ $(BUILD)/fuzz/fuzz_%: test/fuzz/fuzz_%.c $(PORTABLE_SRCS) | deps
 	@mkdir -p $(@D)
 	clang -std=gnu11 -g -O1 -DHOSTED -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $< $(PORTABLE_SRCS) -o $@
 
+# The VMBus channel-message checks (shared by the guest and hvsim).
+$(BUILD)/fuzz/fuzz_vmbusmsg: test/fuzz/fuzz_vmbusmsg.c hv/vmbus_msg.c hv/vmbus_proto.h hv/hvdefs.h | deps
+	@mkdir -p $(@D)
+	clang -std=gnu11 -g -O1 -DHOSTED -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $< hv/vmbus_msg.c -o $@
+
 # Images the boot tests need (built with the default command line; tests add theirs per boot).
 test: deps
 	@$(MAKE) --no-print-directory APP=hello all vhdx
 	@$(MAKE) --no-print-directory APP=hvprobe all
+	@$(MAKE) --no-print-directory APP=vmbusprobe all
 	@$(MAKE) --no-print-directory unit $(FUZZERS) $(BUILD)/sim/hvsim
 	@python3 test/run_tests.py --build $(BUILD) --fuzz-seconds $(or $(FUZZ_SECONDS),10)
 
+# Benchmarks of the layers add their targets to BENCHES (kmcl/kmcl.mk); each prints its method.
 bench: deps
 	@$(MAKE) --no-print-directory APP=hello all
 	@python3 tools/bench_boot.py --build $(BUILD) --boots $(or $(BOOTS),5)
+	$(if $(BENCHES),@$(MAKE) --no-print-directory $(BENCHES))
 
 fuzz: deps $(FUZZERS)
 	@python3 test/run_tests.py --build $(BUILD) --only fuzz --fuzz-seconds $(or $(FUZZ_SECONDS),300)
@@ -147,5 +155,6 @@ clean:
 
 include sim/sim.mk
 include test/hosted/hosted.mk
+include kmcl/kmcl.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

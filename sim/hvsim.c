@@ -480,6 +480,21 @@ bool hvsim_register_event_port(struct hvsim *sim, uint32_t connection_id, hvsim_
     return ok;
 }
 
+bool hvsim_unregister_port(struct hvsim *sim, uint32_t connection_id)
+{
+    pthread_mutex_lock(&sim->lock);
+    bool found = false;
+    for (uint32_t i = 0; i < sim->port_count; i++) {
+        if (sim->ports[i].connection_id == connection_id) {
+            sim->ports[i] = sim->ports[--sim->port_count]; /* order does not matter: ids are unique */
+            found = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&sim->lock);
+    return found;
+}
+
 void hvsim_get_stats(struct hvsim *sim, struct hvsim_stats *out)
 {
     pthread_mutex_lock(&sim->lock);

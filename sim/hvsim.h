@@ -99,6 +99,9 @@ uint64_t hvsim_host_tsc(void);
 /* Host-side endpoints. */
 bool hvsim_register_message_port(struct hvsim *sim, uint32_t connection_id, hvsim_message_fn fn, void *ctx);
 bool hvsim_register_event_port(struct hvsim *sim, uint32_t connection_id, hvsim_event_fn fn, void *ctx);
+/* Removes the port of either kind (false: none registered). Once it returns, the port's handler is
+ * not running and will not be called again. Not from a port handler (the mutex is held there). */
+bool hvsim_unregister_port(struct hvsim *sim, uint32_t connection_id);
 
 /* Host -> guest, for endpoints (mutex held: _locked) and tests (mutex not held). A message queues
  * behind a full slot (pending flag set in the slot) and is delivered on EOM; false when the queue is

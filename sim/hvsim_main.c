@@ -3,16 +3,18 @@
  *
  *   hvsim --mem PATH --mem-size BYTES --socket PATH [--vcpus N] [--no-direct-stimer]
  *         [--recommend-no-aeoi] [--no-reference-tsc] [--deny-privilege NAME]... [--verbose]
- *         [--crash-after-kicks N]
+ *         [--crash-after-kicks N] [--no-vmbus | [--vmbus-version X.Y] [--vmbus-hazard NAME]...
+ *         [--vmbus-delay-us N] [--vmbus-rescind-after-ms DEVICE:MS]]
  *
  * Creates and maps the guest RAM file (QEMU maps the same file with share=on), listens on a unix
  * socket for QEMU's doorbell UART (-chardev socket,path=PATH), accepts one connection and serves the
  * protocol of hv/simdb.h until QEMU disconnects (exit 0, one line of stats) or SIGTERM/SIGINT (exit
- * 0). Errors exit non-zero with a message. The model itself is the library (sim/hvsim.h); the
- * protocol pieces are sim/doorbell.h; this file is only the process around them.
+ * 0). Errors exit non-zero with a message. The model itself is the library (sim/hvsim.h), with
+ * its VMBus server (sim/vmbus_server.h, created with each model unless --no-vmbus); the protocol
+ * pieces are sim/doorbell.h; this file is only the process around them.
  *
  * Threads: this one reads the socket and serves requests; the library's timer thread runs the
- * synthetic timers. Interrupts (raised with the model's lock held, from either thread) set the
+ * synthetic timers, the VMBus server's thread its channel messages. Interrupts (raised with the model's lock held, from either thread) set the
  * vector in the mailbox and bump an eventfd; only this thread writes SIMDB_IRQ bytes to the socket,
  * so a slow QEMU never blocks the model.
  */
@@ -38,6 +40,7 @@
 #include "hv/simdb.h"
 #include "sim/doorbell.h"
 #include "sim/hvsim.h"
+#include "sim/vmbus_server.h"
 
 /* The status of a simulated crash (--crash-after-kicks). */
 #define CRASH_STATUS 70
@@ -54,6 +57,10 @@ struct server {
     struct hvsim_config cfg;
     uint32_t expect_vcpus;
     struct hvsim *sim;
+    bool no_vmbus;
+    struct hvsim_vmbus_config vmbus_cfg; /* devices: hvsim_vmbus_default_devices */
+    struct hvsim_vmbus *vmbus;           /* lives and dies with sim */
+    char rescind_device[32];             /* --vmbus-rescind-after-ms */
     struct simdb_mailbox *mailbox;
     uint32_t vp_count;
     struct simdb_parser parser;
@@ -61,6 +68,8 @@ struct server {
     const char *fatal;    /* set by a callback: stop with this error */
     bool peer_closed;
     struct hvsim_stats totals; /* of models already destroyed (guest reboots) */
+    struct hvsim_vmbus_stats vmbus_totals;
+    uint32_t vmbus_version;    /* the last version a guest negotiated */
     uint64_t hellos, kicks, irq_bytes;
     uint64_t crash_after_kicks; /* 0: never. Else die abruptly on that kick (tests the launcher) */
 };
@@ -82,11 +91,93 @@ static void usage(void)
     fprintf(stderr,
             "usage: hvsim --mem PATH --mem-size BYTES --socket PATH [--vcpus N] [--no-direct-stimer]\n"
             "             [--recommend-no-aeoi] [--no-reference-tsc] [--deny-privilege NAME]... [--verbose]\n"
-            "             [--crash-after-kicks N]\n"
+            "             [--crash-after-kicks N] [--no-vmbus | [--vmbus-version X.Y] [--vmbus-hazard NAME]...\n"
+            "             [--vmbus-delay-us N] [--vmbus-rescind-after-ms DEVICE:MS]]\n"
             "  BYTES takes a K, M or G suffix; privilege names: partition-refcount synic stimer hypercall\n"
             "  vp-index reference-tsc frequency-msrs post-messages signal-events\n"
             "  --crash-after-kicks N: exit at once with status %d on the guest's Nth doorbell kick, without\n"
-            "  cleaning up, as a crashed host would (tests that the launcher notices)\n", CRASH_STATUS);
+            "  cleaning up, as a crashed host would (tests that the launcher notices)\n"
+            "  --no-vmbus: no VMBus server (no message port 1: the guest finds no VMBus)\n"
+            "  --vmbus-version X.Y: the newest VMBus version the host accepts (default 6.0): 6.0 5.3 5.2 5.1\n"
+            "  5.0 4.1 4.0 3.0 2.4 1.1 0.13\n"
+            "  --vmbus-hazard NAME: misbehave like some hosts do: irq-before-open-result send-on-open\n"
+            "  delay-responses reorder-responses rescind-during-open bad-offers unasked-responses\n"
+            "  --vmbus-delay-us N: the delay (delay-responses) or reordering window (reorder-responses)\n"
+            "  --vmbus-rescind-after-ms DEVICE:MS: rescind DEVICE (netvsc storvsc heartbeat shutdown timesync\n"
+            "  kvp hvsim-test) MS ms after its channel first opened\n",
+            CRASH_STATUS);
+}
+
+/* The --vmbus-version spellings (hyperv-facts.md 3.7). */
+static const struct {
+    const char *name;
+    uint32_t version;
+} vmbus_versions[] = {
+    { "6.0", VMBUS_VERSION_COPPER },     { "5.3", VMBUS_VERSION_WIN10_V5_3 }, { "5.2", VMBUS_VERSION_WIN10_V5_2 },
+    { "5.1", VMBUS_VERSION_WIN10_V5_1 }, { "5.0", VMBUS_VERSION_WIN10_V5 },   { "4.1", VMBUS_VERSION_WIN10_RS3 },
+    { "4.0", VMBUS_VERSION_WIN10 },      { "3.0", VMBUS_VERSION_WIN8_1 },     { "2.4", VMBUS_VERSION_WIN8 },
+    { "1.1", VMBUS_VERSION_WIN7 },       { "0.13", VMBUS_VERSION_WS2008 },
+};
+
+static const struct {
+    const char *name;
+    uint32_t bit;
+} vmbus_hazards[] = {
+    { "irq-before-open-result", HVSIM_VMBUS_IRQ_BEFORE_OPEN_RESULT },
+    { "send-on-open", HVSIM_VMBUS_SEND_ON_OPEN },
+    { "delay-responses", HVSIM_VMBUS_DELAY_RESPONSES },
+    { "reorder-responses", HVSIM_VMBUS_REORDER_RESPONSES },
+    { "rescind-during-open", HVSIM_VMBUS_RESCIND_DURING_OPEN },
+    { "bad-offers", HVSIM_VMBUS_BAD_OFFERS },
+    { "unasked-responses", HVSIM_VMBUS_UNASKED_RESPONSES },
+};
+
+#define MAX_DELAY_US 10000000ul  /* 10 s */
+#define MAX_RESCIND_MS 3600000ul /* an hour */
+
+static uint32_t vmbus_version_named(const char *name)
+{
+    for (size_t i = 0; i < sizeof vmbus_versions / sizeof vmbus_versions[0]; i++)
+        if (strcmp(name, vmbus_versions[i].name) == 0)
+            return vmbus_versions[i].version;
+    return 0;
+}
+
+static uint32_t vmbus_hazard_named(const char *name)
+{
+    for (size_t i = 0; i < sizeof vmbus_hazards / sizeof vmbus_hazards[0]; i++)
+        if (strcmp(name, vmbus_hazards[i].name) == 0)
+            return vmbus_hazards[i].bit;
+    return 0;
+}
+
+/* A decimal count in 1..max (no sign, no suffix). */
+static bool parse_count(const char *s, unsigned long max, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || *s == '-' || *s == '+' || v == 0 || v > max)
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+/* "DEVICE:MS": a default device's name and a delay. */
+static bool parse_rescind(struct server *s, const char *arg)
+{
+    const char *colon = strchr(arg, ':');
+    if (!colon || (size_t)(colon - arg) >= sizeof s->rescind_device)
+        return false;
+    memcpy(s->rescind_device, arg, (size_t)(colon - arg));
+    s->rescind_device[colon - arg] = '\0';
+    bool known = false;
+    for (uint32_t i = 0; i < hvsim_vmbus_default_device_count; i++)
+        known |= strcmp(s->rescind_device, hvsim_vmbus_default_devices[i].name) == 0;
+    if (!known || !parse_count(colon + 1, MAX_RESCIND_MS, &s->vmbus_cfg.rescind_after_ms))
+        return false;
+    s->vmbus_cfg.rescind_device = s->rescind_device;
+    return true;
 }
 
 static const struct {
@@ -140,7 +231,8 @@ static bool parse_size(const char *s, uint64_t *out)
 static void parse_args(struct server *s, int argc, char **argv)
 {
     enum { OPT_MEM = 256, OPT_MEM_SIZE, OPT_SOCKET, OPT_VCPUS, OPT_NO_DIRECT, OPT_NO_AEOI, OPT_NO_TSC, OPT_DENY,
-           OPT_VERBOSE, OPT_CRASH };
+           OPT_VERBOSE, OPT_CRASH, OPT_NO_VMBUS, OPT_VMBUS_VERSION, OPT_VMBUS_HAZARD, OPT_VMBUS_DELAY,
+           OPT_VMBUS_RESCIND };
     static const struct option opts[] = {
         { "mem", required_argument, NULL, OPT_MEM },
         { "mem-size", required_argument, NULL, OPT_MEM_SIZE },
@@ -152,10 +244,18 @@ static void parse_args(struct server *s, int argc, char **argv)
         { "deny-privilege", required_argument, NULL, OPT_DENY },
         { "verbose", no_argument, NULL, OPT_VERBOSE },
         { "crash-after-kicks", required_argument, NULL, OPT_CRASH },
+        { "no-vmbus", no_argument, NULL, OPT_NO_VMBUS },
+        { "vmbus-version", required_argument, NULL, OPT_VMBUS_VERSION },
+        { "vmbus-hazard", required_argument, NULL, OPT_VMBUS_HAZARD },
+        { "vmbus-delay-us", required_argument, NULL, OPT_VMBUS_DELAY },
+        { "vmbus-rescind-after-ms", required_argument, NULL, OPT_VMBUS_RESCIND },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     int c;
+    bool vmbus_options = false; /* any --vmbus-*: contradicts --no-vmbus */
+    s->vmbus_cfg.devices = hvsim_vmbus_default_devices;
+    s->vmbus_cfg.device_count = hvsim_vmbus_default_device_count;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case OPT_MEM:
@@ -210,6 +310,47 @@ static void parse_args(struct server *s, int argc, char **argv)
             s->crash_after_kicks = n;
             break;
         }
+        case OPT_NO_VMBUS:
+            s->no_vmbus = true;
+            break;
+        case OPT_VMBUS_VERSION:
+            vmbus_options = true;
+            if (!(s->vmbus_cfg.max_version = vmbus_version_named(optarg))) {
+                say("--vmbus-version %s: not a VMBus version (6.0 5.3 5.2 5.1 5.0 4.1 4.0 3.0 2.4 1.1 0.13)",
+                    optarg);
+                exit(2);
+            }
+            break;
+        case OPT_VMBUS_HAZARD: {
+            vmbus_options = true;
+            uint32_t bit = vmbus_hazard_named(optarg);
+            if (!bit) {
+                say("--vmbus-hazard %s: unknown hazard", optarg);
+                usage();
+                exit(2);
+            }
+            s->vmbus_cfg.hazards |= bit;
+            break;
+        }
+        case OPT_VMBUS_DELAY:
+            vmbus_options = true;
+            if (!parse_count(optarg, MAX_DELAY_US, &s->vmbus_cfg.response_delay_us)) {
+                say("--vmbus-delay-us %s: expected 1..%lu", optarg, MAX_DELAY_US);
+                exit(2);
+            }
+            break;
+        case OPT_VMBUS_RESCIND:
+            vmbus_options = true;
+            if (s->vmbus_cfg.rescind_device) {
+                say("--vmbus-rescind-after-ms given twice: one device per run");
+                exit(2);
+            }
+            if (!parse_rescind(s, optarg)) {
+                say("--vmbus-rescind-after-ms %s: expected DEVICE:MS, a default device and 1..%lu ms", optarg,
+                    MAX_RESCIND_MS);
+                exit(2);
+            }
+            break;
         case 'h':
             usage();
             exit(0);
@@ -220,6 +361,15 @@ static void parse_args(struct server *s, int argc, char **argv)
     }
     if (optind != argc || !s->mem_path || !s->mem_size || !s->socket_path) {
         usage();
+        exit(2);
+    }
+    if (s->no_vmbus && vmbus_options) {
+        say("--no-vmbus contradicts the --vmbus-* options");
+        exit(2);
+    }
+    if (s->vmbus_cfg.response_delay_us &&
+        !(s->vmbus_cfg.hazards & (HVSIM_VMBUS_DELAY_RESPONSES | HVSIM_VMBUS_REORDER_RESPONSES))) {
+        say("--vmbus-delay-us needs --vmbus-hazard delay-responses or reorder-responses");
         exit(2);
     }
 }
@@ -238,10 +388,39 @@ static void add_stats(struct hvsim_stats *to, const struct hvsim_stats *from)
     to->msr_faults += from->msr_faults;
 }
 
+static void add_vmbus_stats(struct hvsim_vmbus_stats *to, const struct hvsim_vmbus_stats *from)
+{
+    to->messages_in += from->messages_in;
+    to->messages_out += from->messages_out;
+    to->guest_errors += from->guest_errors;
+    to->opens += from->opens;
+    to->closes += from->closes;
+    to->rescinds += from->rescinds;
+    to->gpadls_created += from->gpadls_created;
+    to->gpadls_torn_down += from->gpadls_torn_down;
+    to->guest_signals += from->guest_signals;
+    to->monitor_signals += from->monitor_signals;
+    to->host_signals += from->host_signals;
+    to->unloads += from->unloads;
+    to->messages_conn_message += from->messages_conn_message;
+    to->messages_conn_multiclient += from->messages_conn_multiclient;
+    to->messages_conn_redirect += from->messages_conn_redirect;
+    to->post_retries += from->post_retries;
+}
+
 static void destroy_model(struct server *s)
 {
     if (!s->sim)
         return;
+    if (s->vmbus) {
+        struct hvsim_vmbus_stats vs;
+        hvsim_vmbus_get_stats(s->vmbus, &vs);
+        add_vmbus_stats(&s->vmbus_totals, &vs);
+        if (vs.version)
+            s->vmbus_version = vs.version;
+        hvsim_vmbus_destroy(s->vmbus); /* before the model it sits on */
+        s->vmbus = NULL;
+    }
     struct hvsim_stats st;
     hvsim_get_stats(s->sim, &st);
     add_stats(&s->totals, &st);
@@ -386,6 +565,10 @@ static void on_hello(void *ctx, uint64_t gpa)
         s->fatal = "cannot create the model";
         return;
     }
+    if (!s->no_vmbus && !(s->vmbus = hvsim_vmbus_create(s->sim, &s->vmbus_cfg))) {
+        s->fatal = "cannot create the VMBus server";
+        return;
+    }
     s->hellos++;
     simdb_accept_hello(mb);
     send_irq(s);
@@ -503,6 +686,7 @@ int main(int argc, char **argv)
 
     destroy_model(&s);
     const struct hvsim_stats *t = &s.totals;
+    const struct hvsim_vmbus_stats *v = &s.vmbus_totals;
     say("exit: %llu HELLOs, %llu kicks, %llu hypercalls (%llu posts ok, %llu failed, %llu signals), "
         "%llu messages delivered, %llu queued, %llu EOMs, %llu interrupts, %llu IRQ bytes, %llu timer expiries, "
         "%llu MSR faults",
@@ -511,6 +695,22 @@ int main(int argc, char **argv)
         (unsigned long long)t->messages_delivered, (unsigned long long)t->messages_queued,
         (unsigned long long)t->eoms, (unsigned long long)t->interrupts_raised, (unsigned long long)s.irq_bytes,
         (unsigned long long)t->timer_expiries, (unsigned long long)t->msr_faults);
+    if (s.no_vmbus)
+        say("exit: no VMBus server");
+    else
+        say("exit: VMBus %u.%u (last negotiated; 0.0: none), %llu messages in (%llu on connection 1, %llu on 4, "
+            "%llu on 0x%x), %llu out (%llu retried), %llu guest errors, %llu opens, %llu closes, %llu rescinds, "
+            "%llu GPADLs created, %llu torn down, %llu guest signals, %llu monitor signals, %llu host signals, "
+            "%llu unloads",
+            VMBUS_VERSION_MAJOR(s.vmbus_version), VMBUS_VERSION_MINOR(s.vmbus_version),
+            (unsigned long long)v->messages_in, (unsigned long long)v->messages_conn_message,
+            (unsigned long long)v->messages_conn_multiclient, (unsigned long long)v->messages_conn_redirect,
+            HVSIM_VMBUS_CONN_REDIRECT, (unsigned long long)v->messages_out, (unsigned long long)v->post_retries,
+            (unsigned long long)v->guest_errors, (unsigned long long)v->opens, (unsigned long long)v->closes,
+            (unsigned long long)v->rescinds, (unsigned long long)v->gpadls_created,
+            (unsigned long long)v->gpadls_torn_down, (unsigned long long)v->guest_signals,
+            (unsigned long long)v->monitor_signals, (unsigned long long)v->host_signals,
+            (unsigned long long)v->unloads);
     cleanup(&s);
     return 0;
 }

@@ -85,11 +85,28 @@ BOOT_TESTS = [
     ("a crash of hvsim while the guest runs stops QEMU and is reported (status 120), not hung on", "", 2, 120,
      [r"hvsim: simulated crash on kick 40", r"qemu_run: hvsim exited with status 70 while the guest ran: stopping QEMU"],
      [r"PANIC"], {"app": "hvprobe", "hvsim": ["--crash-after-kicks", "40"]}),
+    # VMBus against hvsim's VMBus server (issue 4).
+    ("vmbusprobe against hvsim: lists the offers, opens and closes a channel on each, sub-channels, signals both "
+     "ways, MODIFYCHANNEL, UNLOAD at power-off", "", 2, 0,
+     [r"vmbus: connected: version 6\.0", r"relid sub mon", r"netvsc ", r"storvsc ", r"heartbeat ", r"shutdown ",
+      r"timesync ", r"kvp ", r"hvsim-test ", r"sub-channel 2 \(relid \d+\) opened and closed", r"MODIFYCHANNEL moved",
+      r"vmbusprobe: \d+ checks passed, 0 failed", r"vmbus: unloaded", r"hvsim: exit:"],
+     [r"FAIL ", r"PANIC", r"host did not answer"], {"app": "vmbusprobe", "hvsim": []}),
+    ("vmbusprobe against a WS2016 host (VMBus 4.0): falls back to connection id 1 and lands on 4.0", "", 2, 0,
+     [r"no multiclient connection id \(4\): using connection id 1", r"vmbus: connected: version 4\.0",
+      r"vmbusprobe: \d+ checks passed, 0 failed"], [r"FAIL ", r"PANIC"],
+     {"app": "vmbusprobe", "hvsim": ["--vmbus-version", "4.0"]}),
+    ("vmbusprobe against a host with hazards: interrupts before the open result, bad offers, unasked answers", "",
+     2, 0,
+     [r"relid out of range 1\.\.2047", r"duplicate relid", r"that nobody asked for",
+      r"vmbusprobe: \d+ checks passed, 0 failed"], [r"FAIL ", r"PANIC"],
+     {"app": "vmbusprobe", "hvsim": ["--vmbus-hazard", "irq-before-open-result", "--vmbus-hazard", "bad-offers",
+                                     "--vmbus-hazard", "unasked-responses"]}),
     ("hvprobe without Hyper-V or hvsim exits with a clear error", "", 2, 3,
      [r"no Hyper-V .* and no hvsim", r"hvprobe: needs Hyper-V or hvsim and found neither"], [r"PANIC"],
      {"app": "hvprobe"}),
     ("hello beside hvsim reports the hvsim binding and still passes", "", 2, 0,
-     [r"Hyper-V layer: hvsim", r"hello: \d+ checks passed, 0 failed"], [r"FAIL ", r"PANIC"], {"hvsim": []}),
+     [r"Hyper-V layer: hvsim", r"VMBus: version 6\.0", r"hello: \d+ checks passed, 0 failed"], [r"FAIL ", r"PANIC"], {"hvsim": []}),
 ]
 
 

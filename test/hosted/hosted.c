@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <time.h>
 
 #include "arch-x86_64/interrupts.h"
@@ -27,6 +28,7 @@
 #include "kernel/panic.h"
 #include "kernel/percpu.h"
 #include "kernel/power.h"
+#include "kernel/sync.h"
 #include "kernel/thread.h"
 #include "sim/hvsim.h"
 
@@ -168,17 +170,18 @@ void irql_violation(const char *what, irql_t have, irql_t limit, const char *fil
 void raw_spin_lock(spinlock_t *l)
 {
     uint32_t me = this_vp ? this_vp->cpu.id + 1 : 0xffff;
-    if (l->owner == me && l->locked)
+    /* owner is read racily by design (only its own value matters): relaxed atomics say so. */
+    if (__atomic_load_n(&l->owner, __ATOMIC_RELAXED) == me && __atomic_load_n(&l->locked, __ATOMIC_RELAXED))
         panic("spinlock %p taken recursively", (void *)l);
     while (__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE))
         while (__atomic_load_n(&l->locked, __ATOMIC_RELAXED))
             __builtin_ia32_pause();
-    l->owner = me;
+    __atomic_store_n(&l->owner, me, __ATOMIC_RELAXED);
 }
 
 void raw_spin_unlock(spinlock_t *l)
 {
-    l->owner = 0;
+    __atomic_store_n(&l->owner, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&l->locked, 0, __ATOMIC_RELEASE);
 }
 
@@ -186,7 +189,7 @@ int raw_spin_trylock(spinlock_t *l)
 {
     if (__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE))
         return 0;
-    l->owner = this_vp ? this_vp->cpu.id + 1 : 0xffff;
+    __atomic_store_n(&l->owner, this_vp ? this_vp->cpu.id + 1 : 0xffff, __ATOMIC_RELAXED);
     return 1;
 }
 
@@ -318,6 +321,18 @@ void *page_alloc(size_t count)
         memset(p, 0, count * PAGE_SIZE);
     irql_lower(old);
     return p;
+}
+
+uint64_t hosted_pages_in_use(void)
+{
+    irql_t old = irql_raise(IRQL_HIGH);
+    pthread_mutex_lock(&mem_lock);
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < ram_pages; i++)
+        n += page_used[i];
+    pthread_mutex_unlock(&mem_lock);
+    irql_lower(old);
+    return n;
 }
 
 void page_free(void *p, size_t count)
@@ -474,7 +489,10 @@ void hosted_run_on(uint32_t cpu, void (*fn)(void *arg), void *arg)
     wait_job(&j);
 }
 
-/* thread_create: a job on the CPU (a VP runs one at a time; hv uses them for per-CPU set-up). */
+/* thread_create: a job on the CPU (a VP runs one at a time; hv uses them for per-CPU set-up). A
+ * thread for the calling VP itself runs at once, inline (the VP is busy with the caller, so a queued
+ * job would wait for the caller's join forever); the kernel's scheduler would run it on that CPU
+ * at its next wait, which the caller's join is. */
 status_t thread_create(const char *name, thread_fn fn, void *arg, int cpu, struct thread **out)
 {
     (void)name;
@@ -485,19 +503,78 @@ status_t thread_create(const char *name, thread_fn fn, void *arg, int cpu, struc
         return STATUS_NO_MEMORY;
     j->fn = fn;
     j->arg = arg;
-    post_job((uint32_t)cpu, j);
     *out = (struct thread *)j;
+    if (this_vp && this_vp->cpu.id == (uint32_t)cpu) {
+        fn(arg);
+        __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
+        return STATUS_OK;
+    }
+    post_job((uint32_t)cpu, j);
     return STATUS_OK;
 }
 
+/* From the test thread or from a VP (waiting at PASSIVE, interrupts taken, like a blocked thread). */
 int thread_join(struct thread *t)
 {
     struct job *j = (struct job *)t;
-    if (this_vp)
-        panic("hosted thread_join from a VP would wait for itself: join from the test thread");
     wait_job(j);
     kfree(j);
     return 0;
+}
+
+void thread_yield(void)
+{
+    IRQL_ASSERT_MAX(IRQL_DISPATCH);
+    irql_t old = irql_raise(IRQL_HIGH);
+    sched_yield();
+    irql_lower(old);
+}
+
+/* ---- events (kernel/sync.h): waits poll at PASSIVE, so interrupts and DPCs run meanwhile ---- */
+
+void event_init(struct event *e, enum event_type type, bool signaled)
+{
+    e->auto_reset = type == EVENT_SYNCHRONIZATION;
+    __atomic_store_n(&e->signaled, signaled, __ATOMIC_RELEASE);
+}
+
+void event_set(struct event *e)
+{
+    __atomic_store_n(&e->signaled, true, __ATOMIC_RELEASE);
+}
+
+void event_reset(struct event *e)
+{
+    __atomic_store_n(&e->signaled, false, __ATOMIC_RELEASE);
+}
+
+bool event_is_set(struct event *e)
+{
+    return __atomic_load_n(&e->signaled, __ATOMIC_ACQUIRE);
+}
+
+static bool event_take(struct event *e)
+{
+    if (e->auto_reset)
+        return __atomic_exchange_n(&e->signaled, false, __ATOMIC_ACQ_REL);
+    return __atomic_load_n(&e->signaled, __ATOMIC_ACQUIRE);
+}
+
+status_t event_wait(struct event *e, uint64_t timeout_ns)
+{
+    if (event_take(e))
+        return STATUS_OK;
+    if (timeout_ns == 0)
+        return STATUS_TIMEOUT;
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    uint64_t end = timeout_ns == WAIT_FOREVER ? UINT64_MAX : mono_ns() + timeout_ns;
+    while (!event_take(e)) {
+        if (mono_ns() >= end)
+            return STATUS_TIMEOUT;
+        struct timespec ts = { 0, 20000 };
+        nanosleep(&ts, NULL); /* an interrupt cuts it short: loop */
+    }
+    return STATUS_OK;
 }
 
 void thread_sleep_ns(uint64_t ns)
@@ -596,11 +673,21 @@ void hosted_start(uint32_t n, uint64_t bytes, const struct hvsim_config *cfg)
         pthread_create(&vps[i]->thread, NULL, vp_main, vps[i]);
 }
 
-void hosted_power_off(void)
+static void run_shutdown_hooks(void *arg)
 {
+    (void)arg;
     for (unsigned i = hook_count; i-- > 0;)
         hooks[i]();
     hook_count = 0;
+}
+
+/* On VP 0 at PASSIVE, as power_off() runs in a kernel thread: hooks may post messages and wait. */
+void hosted_power_off(void)
+{
+    if (this_vp)
+        run_shutdown_hooks(NULL);
+    else
+        hosted_run_on(0, run_shutdown_hooks, NULL);
 }
 
 void hosted_stop(void)
@@ -636,4 +723,21 @@ bool hosted_wait_for(bool (*cond)(void *ctx), void *ctx, unsigned timeout_ms)
         nanosleep(&ts, NULL);
     }
     return true;
+}
+
+struct counter_at_least {
+    volatile uint32_t *counter;
+    uint32_t want;
+};
+
+static bool reached(void *ctx)
+{
+    struct counter_at_least *c = ctx;
+    return __atomic_load_n(c->counter, __ATOMIC_ACQUIRE) >= c->want;
+}
+
+bool hosted_wait_count(volatile uint32_t *counter, uint32_t want, unsigned timeout_ms)
+{
+    struct counter_at_least c = { counter, want };
+    return hosted_wait_for(reached, &c, timeout_ms);
 }

@@ -24,13 +24,14 @@ struct hvsim_config;
 
 /* Starts `vps` VP threads and an hvsim over `ram_bytes` of guest RAM. cfg may be NULL (defaults). */
 void hosted_start(uint32_t vps, uint64_t ram_bytes, const struct hvsim_config *cfg);
-/* Runs the shutdown hooks (newest first) at PASSIVE from the calling test thread, as power_off()
- * does; the VPs and hvsim stay up, so a test can look at what the hooks left. */
+/* Runs the shutdown hooks (newest first) at PASSIVE in a job on VP 0, as power_off() does; the
+ * VPs and hvsim stay up, so a test can look at what the hooks left. */
 void hosted_power_off(void);
 /* Powers off (runs the shutdown hooks at PASSIVE from the calling test thread), stops the VPs,
  * destroys hvsim and frees guest RAM. */
 void hosted_stop(void);
 struct hvsim *hosted_sim(void);
+uint64_t hosted_pages_in_use(void); /* guest RAM pages handed out by page_alloc() */
 void *hosted_ram(void);
 uint32_t hosted_vps(void);
 
@@ -44,6 +45,8 @@ void hosted_log_quiet(bool quiet); /* true: do not echo guest lines to stderr */
 
 /* Polls cond() every 100 us for up to timeout_ms. */
 bool hosted_wait_for(bool (*cond)(void *ctx), void *ctx, unsigned timeout_ms);
+/* Waits until *counter >= want (an acquire load), or timeout_ms: false. */
+bool hosted_wait_count(volatile uint32_t *counter, uint32_t want, unsigned timeout_ms);
 
 /* Interrupt counters, per VP. */
 uint64_t hosted_interrupts_taken(uint32_t cpu);

@@ -1,4 +1,4 @@
-# test/hosted/hosted.mk: the hosted tests of the guest's portable layers (hv/ now; VMBus and kmcl
+# test/hosted/hosted.mk: the hosted tests of the guest's portable layers (hv/ and VMBus; kmcl
 # later) against the in-process hvsim. Included by the top-level Makefile after sim/sim.mk.
 # The hosted include directory comes first so its arch-x86_64/irql.h replaces the CR8 one.
 
@@ -7,15 +7,32 @@ HOSTED_GUEST_SRCS := hv/hv.c hv/synic.c hv/reftime.c hv/stimer.c kernel/dpc.c ke
 HOSTED_HDRS := $(wildcard hv/*.h kernel/*.h arch-x86_64/*.h test/hosted/*.h test/hosted/include/*/*.h) $(HVSIM_HDRS)
 HOSTED_CFLAGS := -Itest/hosted/include -pthread
 
-$(BUILD)/test/test_hv: test/unit/test_hv.c $(HOSTED_GUEST_SRCS) $(HVSIM_LIB_SRCS) $(HOSTED_HDRS) | deps
+TEST_HV_SRCS = $(sort $(HOSTED_GUEST_SRCS) $(HVSIM_LIB_SRCS) $(VMBUS_PROTO_SRCS))
+
+$(BUILD)/test/test_hv: test/unit/test_hv.c $(TEST_HV_SRCS) $(HOSTED_HDRS) | deps
 	@mkdir -p $(@D)
-	$(CC) $(HOSTED_CFLAGS) $(HOST_CFLAGS) $< $(HOSTED_GUEST_SRCS) $(HVSIM_LIB_SRCS) -o $@ -lcmocka
+	$(CC) $(HOSTED_CFLAGS) $(HOST_CFLAGS) $< $(TEST_HV_SRCS) -o $@ -lcmocka
 
 # The same under ThreadSanitizer. The interrupt signal handler runs guest code that takes locks
 # (by design: interrupts arrive anywhere), so TSan's signal-safety report is turned off for it
 # (TSAN_OPTIONS=report_signal_unsafe=0, set by test/run_tests.py); data races are still reported.
-$(BUILD)/test/test_hv_tsan: test/unit/test_hv.c $(HOSTED_GUEST_SRCS) $(HVSIM_LIB_SRCS) $(HOSTED_HDRS) | deps
+$(BUILD)/test/test_hv_tsan: test/unit/test_hv.c $(TEST_HV_SRCS) $(HOSTED_HDRS) | deps
 	@mkdir -p $(@D)
-	$(CC) $(HOSTED_CFLAGS) $(HVSIM_TSAN_CFLAGS) $< $(HOSTED_GUEST_SRCS) $(HVSIM_LIB_SRCS) -o $@ -lcmocka
+	$(CC) $(HOSTED_CFLAGS) $(HVSIM_TSAN_CFLAGS) $< $(TEST_HV_SRCS) -o $@ -lcmocka
 
 unit: $(BUILD)/test/test_hv_tsan
+
+# The guest's VMBus against hvsim's VMBus server. $(sort) also drops a source listed twice (the
+# shared message checker hv/vmbus_msg.c belongs to both sides).
+VMBUS_GUEST_SRCS := hv/vmbus.c hv/vmbus_channel.c hv/vmbus_msg.c
+TEST_VMBUS_SRCS = $(sort $(HOSTED_GUEST_SRCS) $(VMBUS_GUEST_SRCS) $(HVSIM_LIB_SRCS) $(VMBUS_PROTO_SRCS))
+
+$(BUILD)/test/test_vmbus: test/unit/test_vmbus.c $(TEST_VMBUS_SRCS) $(HOSTED_HDRS) sim/vmbus_server.h | deps
+	@mkdir -p $(@D)
+	$(CC) $(HOSTED_CFLAGS) $(HOST_CFLAGS) $< $(TEST_VMBUS_SRCS) -o $@ -lcmocka
+
+$(BUILD)/test/test_vmbus_tsan: test/unit/test_vmbus.c $(TEST_VMBUS_SRCS) $(HOSTED_HDRS) sim/vmbus_server.h | deps
+	@mkdir -p $(@D)
+	$(CC) $(HOSTED_CFLAGS) $(HVSIM_TSAN_CFLAGS) $< $(TEST_VMBUS_SRCS) -o $@ -lcmocka
+
+unit: $(BUILD)/test/test_vmbus_tsan

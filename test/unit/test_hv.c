@@ -62,21 +62,9 @@ static void on_event(void *ctx, uint32_t cpu, uint32_t flag)
     __atomic_add_fetch(&seen[cpu][sint].events, 1, __ATOMIC_RELEASE);
 }
 
-struct counter_at_least {
-    volatile uint32_t *counter;
-    uint32_t want;
-};
-
-static bool reached(void *ctx)
-{
-    struct counter_at_least *c = ctx;
-    return __atomic_load_n(c->counter, __ATOMIC_ACQUIRE) >= c->want;
-}
-
 static bool wait_count(volatile uint32_t *counter, uint32_t want)
 {
-    struct counter_at_least c = { counter, want };
-    return hosted_wait_for(reached, &c, 5000);
+    return hosted_wait_count(counter, want, 5000);
 }
 
 static void init_job(void *arg)

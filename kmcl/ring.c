@@ -1,0 +1,597 @@
+/*
+ * ring: one endpoint of a VMBus ring buffer. Contract in kmcl/ring.h.
+ *
+ * Memory orders. The shared words are the four control words; the packet bytes are plain memory
+ * whose hand-over is ordered by the indices:
+ *   - the writer stores write_index with RELEASE (at least) after copying a packet in; the reader
+ *     loads it with ACQUIRE before reading packet bytes;
+ *   - the reader stores read_index with RELEASE (at least) after it is done with the consumed bytes;
+ *     the writer loads it with ACQUIRE before overwriting them.
+ * Two store-then-load handshakes need more: each side stores one word and then loads the word the
+ * other side stores, and at least one of them must see the other's store (otherwise an x86 store
+ * buffer can hide both and a wake-up is lost). Both stores and both loads are SEQ_CST, which C11
+ * guarantees for this pattern (all SEQ_CST operations are in one total order); on x86 that is an
+ * `xchg` for the store and plain loads. (Not `atomic_thread_fence`: ThreadSanitizer does not model
+ * fences, and the code must run under it.)
+ *   - signal on write:   writer: store write_index; load interrupt_mask, read_index (publish_write)
+ *                        reader: store interrupt_mask = 0; load write_index (end_read)
+ *   - pending send size: writer: store pending_send_sz; load read_index (reserve_slow)
+ *                        reader: store read_index; load pending_send_sz, write_index (publish_read)
+ * Other loads of the peer's index are ACQUIRE, as above. The remaining stores are RELAXED:
+ * interrupt_mask = 1 at begin_read is only a hint, clearing pending_send_sz after a write only
+ * stops signals we no longer need, and an INIT attach runs before any peer does.
+ */
+#include "kmcl/ring.h"
+
+#include "kernel/string.h"
+#include "kmcl/packet.h"
+
+static inline uint32_t load_acquire(const uint32_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static inline void store_relaxed(uint32_t *p, uint32_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
+static inline uint32_t load_seq_cst(const uint32_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_SEQ_CST);
+}
+
+static inline void store_seq_cst(uint32_t *p, uint32_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
+}
+
+static status_t fail(struct kmcl_ring *r, const char *reason, uint32_t offset, uint64_t value, uint64_t limit)
+{
+    if (!r->failure.reason) {
+        r->failure.reason = reason;
+        r->failure.offset = offset;
+        r->failure.value = value;
+        r->failure.limit = limit;
+    }
+    r->live_role = 0; /* every entry point now takes its slow branch */
+    r->peeked = 0;
+    return STATUS_BAD_DATA;
+}
+
+void kmcl_ring_fail(struct kmcl_ring *r, const struct kmcl_ring_failure *why)
+{
+    (void)fail(r, why && why->reason ? why->reason : "failed by the caller", why ? why->offset : 0,
+               why ? why->value : 0, why ? why->limit : 0);
+}
+
+const struct kmcl_ring_failure *kmcl_ring_failure(const struct kmcl_ring *r)
+{
+    return r->failure.reason ? &r->failure : 0;
+}
+
+/* What a call on an endpoint that is not a healthy `role` returns. */
+static status_t not_live(const struct kmcl_ring *r)
+{
+    return r->failure.reason ? STATUS_BAD_DATA : STATUS_INVALID_PARAMETER;
+}
+
+/* An index read from the peer: inside the data area and 8-byte aligned, or the ring fails. */
+static inline bool index_ok(struct kmcl_ring *r, uint32_t v, const char *which_range, const char *which_align)
+{
+    if (__builtin_expect(v >= r->size, 0)) {
+        (void)fail(r, which_range, v, v, r->size);
+        return false;
+    }
+    if (__builtin_expect(v & 7u, 0)) {
+        (void)fail(r, which_align, v, v, 8);
+        return false;
+    }
+    return true;
+}
+
+static inline bool write_index_ok(struct kmcl_ring *r, uint32_t v)
+{
+    return index_ok(r, v, "write index outside the data area", "write index not 8-byte aligned");
+}
+
+static inline bool read_index_ok(struct kmcl_ring *r, uint32_t v)
+{
+    return index_ok(r, v, "read index outside the data area", "read index not 8-byte aligned");
+}
+
+/* off + n, wrapped; off < size and n <= size. */
+static inline uint32_t ring_add(const struct kmcl_ring *r, uint32_t off, uint32_t n)
+{
+    off += n;
+    return off >= r->size ? off - r->size : off;
+}
+
+/* Bytes between read and write (the packets waiting). */
+static inline uint32_t used_bytes(const struct kmcl_ring *r, uint32_t write, uint32_t read)
+{
+    return write >= read ? write - read : r->size - (read - write);
+}
+
+/* The largest packet (ring bytes) the writer may add: 8 bytes always stay free so that a full ring
+ * is never mistaken for an empty one (read == write). */
+static inline uint32_t space_bytes(const struct kmcl_ring *r, uint32_t write, uint32_t read)
+{
+    return r->size - used_bytes(r, write, read) - 8;
+}
+
+static void copy_to_ring(struct kmcl_ring *r, uint32_t off, const void *src, uint32_t len)
+{
+    uint32_t first = r->size - off;
+    if (len <= first) {
+        memcpy(r->data + off, src, len);
+    } else {
+        memcpy(r->data + off, src, first);
+        memcpy(r->data, (const uint8_t *)src + first, len - first);
+    }
+}
+
+static void copy_from_ring(const struct kmcl_ring *r, uint32_t off, void *dst, uint32_t len)
+{
+    uint32_t first = r->size - off;
+    if (len <= first) {
+        memcpy(dst, r->data + off, len);
+    } else {
+        memcpy(dst, r->data + off, first);
+        memcpy((uint8_t *)dst + first, r->data, len - first);
+    }
+}
+
+status_t kmcl_ring_attach(struct kmcl_ring *r, enum kmcl_ring_role role, struct kmcl_ring_control *control,
+                          void *data, uint32_t data_size, uint32_t flags)
+{
+    memset(r, 0, sizeof *r);
+    if (!control || !data || (role != KMCL_RING_READER && role != KMCL_RING_WRITER) ||
+        data_size < KMCL_RING_MIN_DATA_SIZE || data_size > KMCL_RING_MAX_DATA_SIZE || (data_size & 7u) ||
+        ((uintptr_t)data & 7u) || ((uintptr_t)control & 7u) || (flags & ~KMCL_RING_ATTACH_INIT)) {
+        (void)fail(r, "bad arguments to kmcl_ring_attach", 0, data_size, KMCL_RING_MAX_DATA_SIZE);
+        return STATUS_INVALID_PARAMETER;
+    }
+    r->control = control;
+    r->data = data;
+    r->size = data_size;
+    r->role = (uint8_t)role;
+    r->live_role = (uint8_t)role;
+    /* A packet may not fill the ring (8 bytes stay free) and its len8 is 16 bits. */
+    r->max_need = data_size - 8 < KMCL_PKT_MAX_LEN + KMCL_PKT_TRAILER_SIZE ? data_size - 8
+                                                                           : KMCL_PKT_MAX_LEN + KMCL_PKT_TRAILER_SIZE;
+
+    if (flags & KMCL_RING_ATTACH_INIT) {
+        store_relaxed(&control->write_index, 0);
+        store_relaxed(&control->read_index, 0);
+        store_relaxed(&control->interrupt_mask, 0);
+        store_relaxed(&control->pending_send_sz, 0);
+        /* The guest allocates both rings and sets the bit in each: as writer it may use
+         * pending_send_sz, as reader it honours it (mu_msvm RingBuffer.c; LIS ring_buffer.c). */
+        store_relaxed(&control->feature_bits, KMCL_RING_FEATURE_PENDING_SEND_SZ);
+    }
+
+    uint32_t w = load_acquire(&control->write_index);
+    uint32_t rd = load_acquire(&control->read_index);
+    if (!write_index_ok(r, w) || !read_index_ok(r, rd))
+        return STATUS_BAD_DATA;
+    if (role == KMCL_RING_WRITER) {
+        r->pos = r->published = w;
+        r->known = space_bytes(r, w, rd);
+        /* The sending side announces that it uses pending_send_sz (openvmm OutgoingRing::new) and
+         * starts without asking for a signal. */
+        __atomic_fetch_or(&control->feature_bits, KMCL_RING_FEATURE_PENDING_SEND_SZ, __ATOMIC_RELAXED);
+        store_relaxed(&control->pending_send_sz, 0);
+    } else {
+        r->pos = r->published = rd;
+        r->known = used_bytes(r, w, rd);
+    }
+    return STATUS_OK;
+}
+
+status_t kmcl_ring_attach_pages(struct kmcl_ring *r, enum kmcl_ring_role role, void *ring_mem, uint32_t ring_bytes,
+                                uint32_t flags)
+{
+    if (!ring_mem || ring_bytes < KMCL_RING_DATA_OFFSET + KMCL_RING_MIN_DATA_SIZE) {
+        memset(r, 0, sizeof *r);
+        (void)fail(r, "bad arguments to kmcl_ring_attach_pages", 0, ring_bytes,
+                   KMCL_RING_DATA_OFFSET + KMCL_RING_MIN_DATA_SIZE);
+        return STATUS_INVALID_PARAMETER;
+    }
+    return kmcl_ring_attach(r, role, ring_mem, (uint8_t *)ring_mem + KMCL_RING_DATA_OFFSET,
+                            ring_bytes - KMCL_RING_DATA_OFFSET, flags);
+}
+
+void kmcl_ring_set_xfer_limit(struct kmcl_ring *r, uint32_t bytes)
+{
+    r->xfer_limit = bytes;
+}
+
+/* ---- writer ---- */
+
+/* Publishes the write index; returns "signal the reader". Healthy writer only. */
+static inline bool publish_write(struct kmcl_ring *r)
+{
+    uint32_t old = r->published, now = r->pos;
+    if (old == now)
+        return false;
+    /* SEQ_CST (so also RELEASE: the packet bytes are visible before the index that covers them).
+     * Handshake with end_read (reader: store mask = 0; load write_index): either we see the mask
+     * clear here and signal, or the reader sees our index and drains again. */
+    store_seq_cst(&r->control->write_index, now);
+    r->published = now;
+    if (load_seq_cst(&r->control->interrupt_mask) != 0)
+        return false;
+    /* Signal only on empty -> non-empty: the reader had consumed (and published) up to where our
+     * first new packet starts. Otherwise it still has packets to get to and will see ours. */
+    return load_seq_cst(&r->control->read_index) == old;
+}
+
+bool kmcl_ring_flush(struct kmcl_ring *r)
+{
+    if (r->live_role != KMCL_RING_WRITER)
+        return false;
+    return publish_write(r);
+}
+
+/* Makes sure `need` ring bytes are free at pos, reloading the read index and asking the reader for
+ * a signal (pending_send_sz) if not. */
+static __attribute__((noinline)) status_t reserve_slow(struct kmcl_ring *r, uint32_t need, bool *signal_reader)
+{
+    /* ACQUIRE: the reader's reads of the bytes we will overwrite happened before. */
+    uint32_t rd = load_acquire(&r->control->read_index);
+    if (!read_index_ok(r, rd))
+        return STATUS_BAD_DATA;
+    r->known = space_bytes(r, r->pos, rd);
+    if (r->known >= need)
+        return STATUS_OK;
+
+    /* Full. Publish what we deferred first: the reader computes the crossing of pending_send_sz
+     * from the published write index, which must then be ours. */
+    *signal_reader = publish_write(r);
+    /* Handshake with publish_read (reader: store read_index; load pending_send_sz): either the
+     * reader sees our pending size, or we see its new read index now. */
+    store_seq_cst(&r->control->pending_send_sz, need);
+    r->pending_set = true;
+    rd = load_seq_cst(&r->control->read_index);
+    if (!read_index_ok(r, rd))
+        return STATUS_BAD_DATA;
+    r->known = space_bytes(r, r->pos, rd);
+    if (r->known >= need)
+        return STATUS_OK;
+    return STATUS_NO_SPACE;
+}
+
+/* The packet crosses the end of the data area: piece by piece. */
+static __attribute__((noinline)) void write_wrapped(struct kmcl_ring *r, const struct kmcl_pkt_desc *desc,
+                                                    const struct kmcl_iov *iov, uint32_t count, uint32_t start,
+                                                    uint32_t len, uint32_t body)
+{
+    static const uint8_t zeros[8];
+    uint32_t off = start;
+    copy_to_ring(r, off, desc, sizeof *desc);
+    off = ring_add(r, off, sizeof *desc);
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t n = iov[i].len;
+        if (n) {
+            copy_to_ring(r, off, iov[i].base, n);
+            off = ring_add(r, off, n);
+        }
+    }
+    uint32_t pad = len - KMCL_PKT_DESC_SIZE - body;
+    if (pad) {
+        copy_to_ring(r, off, zeros, pad);
+        off = ring_add(r, off, pad);
+    }
+    uint64_t trailer = KMCL_PKT_TRAILER(start);
+    copy_to_ring(r, off, &trailer, sizeof trailer); /* 8-aligned: never split */
+}
+
+/* The writer, inlined into kmcl_ring_write (any gather list) and kmcl_ring_write_buf (count 1,
+ * which the compiler then specialises). */
+static inline __attribute__((always_inline)) status_t write_packet(struct kmcl_ring *r, uint16_t type,
+                                                                   uint16_t pkt_flags, uint64_t trans_id,
+                                                                   uint32_t header_len, const struct kmcl_iov *iov,
+                                                                   uint32_t count, uint32_t flags,
+                                                                   bool *signal_reader)
+{
+    *signal_reader = false;
+    if (__builtin_expect(r->live_role != KMCL_RING_WRITER, 0))
+        return not_live(r);
+
+    uint64_t body = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        if (__builtin_expect(!iov[i].base, 0) && iov[i].len)
+            return STATUS_INVALID_PARAMETER;
+        body += iov[i].len;
+    }
+    /* need: descriptor + body padded to 8 + trailer; more than max_need can never fit (no retry
+     * can help, so not NO_SPACE). */
+    uint64_t need64 = ((KMCL_PKT_DESC_SIZE + body + 7) & ~(uint64_t)7) + KMCL_PKT_TRAILER_SIZE;
+    if (__builtin_expect((flags & ~KMCL_RING_WRITE_DEFER) || (header_len & 7u) || header_len > body ||
+                             need64 > r->max_need,
+                         0))
+        return STATUS_INVALID_PARAMETER;
+    uint32_t need = (uint32_t)need64;
+    uint32_t len = need - KMCL_PKT_TRAILER_SIZE;
+
+    if (r->known < need) {
+        status_t s = reserve_slow(r, need, signal_reader);
+        if (s != STATUS_OK)
+            return s;
+    }
+
+    uint32_t start = r->pos;
+    r->pos = ring_add(r, start, need); /* private until published */
+    r->known -= need;
+    if (__builtin_expect(start + need <= r->size, 1)) {
+        /* The packet and its trailer are contiguous: descriptor fields straight into the ring,
+         * then padding and trailer, then the payload last (fewer registers live across memcpy). */
+        uint8_t *p = r->data + start;
+        struct kmcl_pkt_desc *d = (struct kmcl_pkt_desc *)p;
+        d->type = type;
+        d->offset8 = (uint16_t)((KMCL_PKT_DESC_SIZE + header_len) / 8);
+        d->len8 = (uint16_t)(len / 8);
+        d->flags = pkt_flags;
+        d->trans_id = trans_id;
+        /* Padding (< 8 bytes): 8 zero bytes after the payload; the surplus lands on the
+         * trailer's place and is overwritten next. */
+        uint64_t zero = 0, trailer = KMCL_PKT_TRAILER(start);
+        memcpy(p + KMCL_PKT_DESC_SIZE + body, &zero, sizeof zero);
+        memcpy(p + len, &trailer, sizeof trailer);
+        p += KMCL_PKT_DESC_SIZE;
+        for (uint32_t i = 0; i < count; i++) {
+            uint32_t n = iov[i].len;
+            if (n) { /* base may be NULL for an empty piece */
+                memcpy(p, iov[i].base, n);
+                p += n;
+            }
+        }
+    } else {
+        struct kmcl_pkt_desc desc = {
+            .type = type,
+            .offset8 = (uint16_t)((KMCL_PKT_DESC_SIZE + header_len) / 8),
+            .len8 = (uint16_t)(len / 8),
+            .flags = pkt_flags,
+            .trans_id = trans_id,
+        };
+        write_wrapped(r, &desc, iov, count, start, len, (uint32_t)body);
+    }
+
+    if (__builtin_expect(r->pending_set, 0)) {
+        /* The space we waited for came: stop asking for a signal. */
+        store_relaxed(&r->control->pending_send_sz, 0);
+        r->pending_set = false;
+    }
+    if (!(flags & KMCL_RING_WRITE_DEFER) && publish_write(r))
+        *signal_reader = true; /* keep a signal reserve_slow's publish may have asked for */
+    return STATUS_OK;
+}
+
+status_t kmcl_ring_write(struct kmcl_ring *r, const struct kmcl_ring_out *pkt, uint32_t flags, bool *signal_reader)
+{
+    if (pkt->iov_count && !pkt->iov) {
+        *signal_reader = false;
+        return STATUS_INVALID_PARAMETER;
+    }
+    return write_packet(r, pkt->type, pkt->flags, pkt->trans_id, pkt->header_len, pkt->iov, pkt->iov_count, flags,
+                        signal_reader);
+}
+
+status_t kmcl_ring_write_buf(struct kmcl_ring *r, uint16_t type, uint16_t pkt_flags, uint64_t trans_id,
+                             const void *payload, uint32_t len, uint32_t flags, bool *signal_reader)
+{
+    struct kmcl_iov iov = { payload, len };
+    return write_packet(r, type, pkt_flags, trans_id, 0, &iov, 1, flags, signal_reader);
+}
+
+uint32_t kmcl_ring_write_space(struct kmcl_ring *r)
+{
+    if (r->live_role != KMCL_RING_WRITER)
+        return 0;
+    uint32_t rd = load_acquire(&r->control->read_index);
+    if (!read_index_ok(r, rd))
+        return 0;
+    r->known = space_bytes(r, r->pos, rd);
+    return r->known;
+}
+
+/* ---- reader ---- */
+
+void kmcl_ring_begin_read(struct kmcl_ring *r)
+{
+    if (r->live_role == KMCL_RING_READER)
+        store_relaxed(&r->control->interrupt_mask, 1);
+}
+
+/* The descriptor at rd broke a rule: say which (out of line: never on a good packet's path). */
+static __attribute__((noinline)) status_t bad_descriptor(struct kmcl_ring *r, const struct kmcl_pkt_desc *d,
+                                                         uint32_t rd, uint32_t avail)
+{
+    uint32_t len = (uint32_t)d->len8 * 8, off = (uint32_t)d->offset8 * 8;
+    if (d->type == KMCL_PKT_INVALID || d->type > KMCL_PKT_TYPE_MAX)
+        return fail(r, "unknown packet type", rd, d->type, KMCL_PKT_TYPE_MAX);
+    if (len < KMCL_PKT_DESC_SIZE)
+        return fail(r, "packet length shorter than its descriptor", rd, len, KMCL_PKT_DESC_SIZE);
+    if (len + KMCL_PKT_TRAILER_SIZE > avail)
+        return fail(r, "packet length (with trailer) exceeds the bytes available", rd, len + KMCL_PKT_TRAILER_SIZE,
+                    avail);
+    if (off < KMCL_PKT_DESC_SIZE)
+        return fail(r, "data offset inside the descriptor", rd, off, KMCL_PKT_DESC_SIZE);
+    return fail(r, "data offset beyond the packet length", rd, off, len);
+}
+
+static __attribute__((noinline)) status_t bad_write_index(struct kmcl_ring *r, uint32_t w)
+{
+    (void)write_index_ok(r, w); /* fails the ring with the right reason */
+    return STATUS_BAD_DATA;
+}
+
+static __attribute__((noinline)) status_t too_few_bytes(struct kmcl_ring *r, uint32_t rd, uint32_t avail)
+{
+    return fail(r, "fewer bytes published than a descriptor and a trailer", rd, avail,
+                KMCL_PKT_DESC_SIZE + KMCL_PKT_TRAILER_SIZE);
+}
+
+static __attribute__((noinline)) status_t bad_trailer(struct kmcl_ring *r, uint32_t rd, uint64_t trailer)
+{
+    return fail(r, "trailer does not hold the packet's start offset", rd, KMCL_PKT_TRAILER_OFFSET(trailer), rd);
+}
+
+/* Peek's rarer cases after the descriptor checks: a wrapped packet (bounce buffer), the checks of
+ * transfer-page and GPA-direct headers. */
+static __attribute__((noinline)) status_t peek_slow(struct kmcl_ring *r, struct kmcl_ring_packet *pkt, void *bounce,
+                                                    uint32_t bounce_size)
+{
+    uint32_t rd = pkt->ring_offset, len = pkt->len;
+    if (rd + len <= r->size) {
+        pkt->bytes = r->data + rd;
+        pkt->bounced = false;
+    } else {
+        if (!bounce || bounce_size < len) {
+            pkt->bytes = 0;
+            pkt->bounced = false;
+            return STATUS_NO_SPACE;
+        }
+        copy_from_ring(r, rd, bounce, len);
+        /* The descriptor in the bounce copy was read a second time: keep the checked one. */
+        memcpy(bounce, &pkt->desc, sizeof pkt->desc);
+        pkt->bytes = bounce;
+        pkt->bounced = true;
+    }
+    if (pkt->desc.type == KMCL_PKT_DATA_XFER_PAGES || pkt->desc.type == KMCL_PKT_DATA_GPA_DIRECT) {
+        struct kmcl_ring_failure why;
+        if (kmcl_pkt_check(pkt, r->xfer_limit, &why) != STATUS_OK) {
+            why.offset = rd;
+            kmcl_ring_fail(r, &why);
+            return STATUS_BAD_DATA;
+        }
+    }
+    r->peeked = len + KMCL_PKT_TRAILER_SIZE;
+    return STATUS_OK;
+}
+
+/* The checks on a descriptor snapshot already in pkt->desc. Every call in here is a tail call, so
+ * the common path needs no saved registers. */
+static inline __attribute__((always_inline)) status_t peek_checked(struct kmcl_ring *r, struct kmcl_ring_packet *pkt,
+                                                                   uint32_t rd, uint32_t avail, void *bounce,
+                                                                   uint32_t bounce_size)
+{
+    const struct kmcl_pkt_desc *d = &pkt->desc;
+    uint32_t len = (uint32_t)d->len8 * 8;
+    uint32_t off = (uint32_t)d->offset8 * 8;
+    /* type in 1..KMCL_PKT_TYPE_MAX; 16 <= off <= len; len + trailer <= avail (len >= 16 follows). */
+    if (__builtin_expect((uint16_t)(d->type - 1) >= KMCL_PKT_TYPE_MAX || off < KMCL_PKT_DESC_SIZE || off > len ||
+                             len + KMCL_PKT_TRAILER_SIZE > avail,
+                         0))
+        return bad_descriptor(r, d, rd, avail);
+
+    uint64_t trailer;
+    memcpy(&trailer, r->data + ring_add(r, rd, len), sizeof trailer); /* 8-aligned: never split */
+    if (__builtin_expect(KMCL_PKT_TRAILER_OFFSET(trailer) != rd, 0))
+        return bad_trailer(r, rd, trailer);
+
+    pkt->len = len;
+    pkt->data_offset = off;
+    pkt->ring_offset = rd;
+    if (__builtin_expect(rd + len > r->size || d->type == KMCL_PKT_DATA_XFER_PAGES ||
+                             d->type == KMCL_PKT_DATA_GPA_DIRECT,
+                         0))
+        return peek_slow(r, pkt, bounce, bounce_size);
+    pkt->bytes = r->data + rd;
+    pkt->bounced = false;
+    r->peeked = len + KMCL_PKT_TRAILER_SIZE;
+    return STATUS_OK;
+}
+
+/* The descriptor itself is split by the end of the data area. */
+static __attribute__((noinline)) status_t peek_split(struct kmcl_ring *r, struct kmcl_ring_packet *pkt, uint32_t rd,
+                                                     uint32_t avail, void *bounce, uint32_t bounce_size)
+{
+    copy_from_ring(r, rd, &pkt->desc, sizeof pkt->desc);
+    return peek_checked(r, pkt, rd, avail, bounce, bounce_size);
+}
+
+status_t kmcl_ring_peek(struct kmcl_ring *r, struct kmcl_ring_packet *pkt, void *bounce, uint32_t bounce_size)
+{
+    if (__builtin_expect(r->live_role != KMCL_RING_READER, 0))
+        return not_live(r);
+    r->peeked = 0;
+
+    uint32_t rd = r->pos, avail = r->known;
+    if (avail == 0) {
+        /* ACQUIRE: the packet bytes the writer copied before publishing are visible to us. */
+        uint32_t w = load_acquire(&r->control->write_index);
+        if (__builtin_expect(w >= r->size || (w & 7u), 0))
+            return bad_write_index(r, w);
+        if (rd == w)
+            return STATUS_NOT_FOUND;
+        avail = r->known = used_bytes(r, w, rd);
+    }
+    if (__builtin_expect(avail < KMCL_PKT_DESC_SIZE + KMCL_PKT_TRAILER_SIZE, 0))
+        return too_few_bytes(r, rd, avail);
+    /* Snapshot the descriptor into the caller's view; only the snapshot is checked and used. */
+    if (__builtin_expect(rd + sizeof pkt->desc > r->size, 0))
+        return peek_split(r, pkt, rd, avail, bounce, bounce_size);
+    memcpy(&pkt->desc, r->data + rd, sizeof pkt->desc);
+    return peek_checked(r, pkt, rd, avail, bounce, bounce_size);
+}
+
+bool kmcl_ring_publish_read(struct kmcl_ring *r)
+{
+    uint32_t old = r->published, now = r->pos;
+    if (old == now || r->live_role != KMCL_RING_READER)
+        return false;
+    /* SEQ_CST (so also RELEASE: we are done with the consumed bytes before the writer may reuse
+     * them). Handshake with the writer's reserve_slow (store pending_send_sz; load read_index). */
+    store_seq_cst(&r->control->read_index, now);
+    r->published = now;
+    /* Low 3 bits masked: some writers ask for "ring size - 1", which can never be free (openvmm
+     * commit_read). Honoured whether or not the feature bit is set: a spurious signal costs an
+     * interrupt, a missed one a hang. */
+    uint32_t pending = load_seq_cst(&r->control->pending_send_sz) & ~7u;
+    if (__builtin_expect(!pending, 1))
+        return false;
+    uint32_t w = load_seq_cst(&r->control->write_index);
+    if (w >= r->size || (w & 7u))
+        return false; /* the next peek fails the ring on it */
+    return space_bytes(r, w, old) < pending && space_bytes(r, w, now) >= pending;
+}
+
+bool kmcl_ring_end_read(struct kmcl_ring *r, bool *signal_writer)
+{
+    *signal_writer = kmcl_ring_publish_read(r);
+    if (r->live_role != KMCL_RING_READER)
+        return false;
+    /* Handshake with publish_write (writer: store write_index; load interrupt_mask). */
+    store_seq_cst(&r->control->interrupt_mask, 0);
+    uint32_t w = load_seq_cst(&r->control->write_index);
+    if (!write_index_ok(r, w))
+        return false;
+    r->known = used_bytes(r, w, r->pos);
+    return r->known != 0;
+}
+
+uint32_t kmcl_ring_read_available(struct kmcl_ring *r)
+{
+    if (r->live_role != KMCL_RING_READER)
+        return 0;
+    uint32_t w = load_acquire(&r->control->write_index);
+    if (!write_index_ok(r, w))
+        return 0;
+    r->known = used_bytes(r, w, r->pos);
+    return r->known;
+}
+
+bool kmcl_ring_is_empty(struct kmcl_ring *r)
+{
+    if (r->role == KMCL_RING_READER)
+        return kmcl_ring_read_available(r) == 0;
+    if (r->live_role != KMCL_RING_WRITER)
+        return false;
+    uint32_t rd = load_acquire(&r->control->read_index);
+    if (!read_index_ok(r, rd))
+        return false;
+    r->known = space_bytes(r, r->pos, rd);
+    return rd == r->published;
+}
