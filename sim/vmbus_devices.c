@@ -22,6 +22,14 @@
         .user_defined = { VMBUS_PIPE_TYPE_MESSAGE },                                                            \
     }
 
+/* The test device answers every signal from the guest by signalling back: a round trip through the
+ * monitor page or HvSignalEvent and the channel's SIEF bit (apps/vmbusprobe checks it). */
+static void test_device_echo(void *ctx, struct hvsim_vmbus_channel *ch)
+{
+    (void)ctx;
+    (void)hvsim_vmbus_signal_guest(ch); /* false only if the guest closed it meanwhile */
+}
+
 const struct hvsim_vmbus_device hvsim_vmbus_default_devices[] = {
     { .name = "netvsc", .type = VMBUS_GUID_NIC, .instance = HVSIM_INSTANCE(0x01), .monitored = true },
     { .name = "storvsc", .type = VMBUS_GUID_SCSI, .instance = HVSIM_INSTANCE(0x02), .monitored = true },
@@ -30,7 +38,7 @@ const struct hvsim_vmbus_device hvsim_vmbus_default_devices[] = {
     IC_DEVICE("timesync", VMBUS_GUID_TIMESYNC, 0x05),
     IC_DEVICE("kvp", VMBUS_GUID_KVP, 0x06),
     { .name = "hvsim-test", .type = VMBUS_GUID_HVSIM_TEST, .instance = HVSIM_INSTANCE(0x07), .monitored = true,
-      .sub_channels = 2 },
+      .sub_channels = 2, .on_signal = test_device_echo },
 };
 
 const uint32_t hvsim_vmbus_default_device_count =
