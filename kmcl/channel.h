@@ -1,0 +1,140 @@
+/*
+ * channel: kmcl's channel and packet API for the client (guest) endpoint, with the semantics of
+ * Windows' VMBus Kernel Mode Client Library (docs/KMCL.md maps every name to its KMCL original).
+ * It sits on a VMBus channel (hv/vmbus.h) and the ring/packet layer (kmcl/ring.h, kmcl/packet.h).
+ *
+ * Life of a channel: kmcl_channel_allocate (state INITIALIZING: the init_set functions are allowed),
+ * kmcl_channel_enable (opens the VMBus channel, attaches the rings, calls opened, started and
+ * post_started), then packets flow; kmcl_channel_pause / kmcl_channel_start stop and resume the
+ * delivery of incoming packets; kmcl_channel_disable (suspend, closes the VMBus channel, closed);
+ * kmcl_channel_cleanup frees it.
+ *
+ * Incoming packets (the interrupt-level executor): the host's signal queues the channel's DPC on
+ * its target CPU; the DPC drains the inbound ring at DISPATCH, at most KMCL_DRAIN_BUDGET packets per
+ * pass (then it queues itself again, so other channels' DPCs run in between). process_packet is
+ * called once per packet, with the payload (the VMBus headers stripped); its buffer is valid only
+ * during the call. Every call must eventually be matched by kmcl_channel_packet_complete (or _fail),
+ * from within the callback or later, from any CPU at <= DISPATCH. processing_complete is called each
+ * time the inbound ring goes from non-empty to empty, after the batch's last process_packet, with the
+ * number of packets delivered since the last time. Completion packets from the host never reach
+ * process_packet: they complete the packet sent with KMCL_SEND_WAIT_FOR_COMPLETION.
+ *
+ * The passive-level executor: kmcl_channel_packet_defer_to_passive, only from inside
+ * process_packet, hands the packet (copied) to the channel's worker thread, which delivers it again
+ * at PASSIVE; later packets queue behind it, so the order is kept. A channel set with
+ * kmcl_channel_set_incoming_processing_at_passive has every packet delivered by its worker.
+ *
+ * Sending: kmcl_packet_send copies the packet into the outbound ring, or, when the ring is full,
+ * into the packet's own buffer (maximum packet size) to be written as soon as the host frees space:
+ * a send never fails for lack of space. The completion routine runs when the packet is in the ring,
+ * or, with KMCL_SEND_WAIT_FOR_COMPLETION, when the host's completion packet arrives (status OK,
+ * with the host's completion payload), or with STATUS_CANCELLED when the channel is disabled first.
+ *
+ * Bad input from the host (a malformed ring or packet, a completion for an unknown transaction)
+ * marks the channel FAILED with one log line naming the reason; it is not read again.
+ *
+ * IRQL: allocate, the init_set functions, enable, disable, cleanup, send_synchronous_request, the
+ * GPADL functions: PASSIVE. Send, complete, fail, pause, start, the getters: <= DISPATCH.
+ * defer_to_passive and get_external_data: only inside process_packet.
+ */
+#ifndef KMCL_CHANNEL_H
+#define KMCL_CHANNEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hv/vmbus.h"
+#include "kernel/status.h"
+#include "kmcl/packet.h"
+
+struct kmcl_channel;
+struct kmcl_packet;   /* an outgoing packet (VMBPACKET) */
+struct kmcl_incoming; /* an incoming packet's completion context (VMBPACKETCOMPLETION) */
+
+#define KMCL_DRAIN_BUDGET 64u        /* packets per DPC pass */
+#define KMCL_MAX_IN_FLIGHT 256u      /* incoming packets delivered and not yet completed */
+
+/* process_packet flags */
+#define KMCL_PROCESS_EXTERNAL_DATA 0x1u /* GPA-direct or transfer-page ranges: get_external_data */
+#define KMCL_PROCESS_AT_PASSIVE 0x2u    /* delivered by the worker thread */
+
+typedef void (*kmcl_process_packet_fn)(struct kmcl_channel *ch, struct kmcl_incoming *pkt, const void *buf,
+                                       uint32_t len, uint32_t flags);
+typedef void (*kmcl_processing_complete_fn)(struct kmcl_channel *ch, uint32_t packets_processed);
+typedef void (*kmcl_completion_routine_fn)(struct kmcl_packet *pkt, status_t status, const void *buf, uint32_t len);
+typedef void (*kmcl_state_fn)(struct kmcl_channel *ch);
+
+struct kmcl_state_callbacks {
+    kmcl_state_fn opened, closed, started, suspend, post_started;
+};
+
+/* ---- channels ---- */
+
+status_t kmcl_channel_allocate(struct vmbus_channel *vch, struct kmcl_channel **out) WARN_UNUSED;
+status_t kmcl_channel_init_set_client_context_size(struct kmcl_channel *ch, size_t bytes) WARN_UNUSED;
+status_t kmcl_channel_init_set_friendly_name(struct kmcl_channel *ch, const char *name) WARN_UNUSED;
+status_t kmcl_channel_init_set_maximum_packet_size(struct kmcl_channel *ch, uint32_t bytes) WARN_UNUSED;
+status_t kmcl_channel_init_set_maximum_external_data(struct kmcl_channel *ch, uint32_t bytes, uint32_t ranges) WARN_UNUSED;
+status_t kmcl_channel_init_set_ring_buffer_page_count(struct kmcl_channel *ch, uint32_t out_pages, uint32_t in_pages) WARN_UNUSED;
+status_t kmcl_channel_init_set_target_cpu(struct kmcl_channel *ch, uint32_t cpu) WARN_UNUSED;
+status_t kmcl_channel_init_set_process_packet_callbacks(struct kmcl_channel *ch, kmcl_process_packet_fn process_packet,
+                                                         kmcl_processing_complete_fn processing_complete) WARN_UNUSED;
+status_t kmcl_channel_init_set_state_change_callbacks(struct kmcl_channel *ch,
+                                                       const struct kmcl_state_callbacks *cbs) WARN_UNUSED;
+status_t kmcl_channel_set_incoming_processing_at_passive(struct kmcl_channel *ch, bool on) WARN_UNUSED;
+status_t kmcl_channel_enable(struct kmcl_channel *ch) WARN_UNUSED;
+void kmcl_channel_disable(struct kmcl_channel *ch);
+void kmcl_channel_pause(struct kmcl_channel *ch);
+void kmcl_channel_start(struct kmcl_channel *ch);
+void kmcl_channel_cleanup(struct kmcl_channel *ch);
+void *kmcl_channel_get_pointer_to_client_context(struct kmcl_channel *ch);
+void kmcl_channel_get_interface_instance(struct kmcl_channel *ch, struct vmbus_guid *type, struct vmbus_guid *instance);
+struct vmbus_channel *kmcl_channel_vmbus(struct kmcl_channel *ch);
+bool kmcl_channel_failed(struct kmcl_channel *ch);
+status_t kmcl_channel_create_gpadl_from_buffer(struct kmcl_channel *ch, void *buf, size_t bytes, uint32_t *handle) WARN_UNUSED;
+status_t kmcl_channel_delete_gpadl(struct kmcl_channel *ch, uint32_t handle) WARN_UNUSED;
+
+struct kmcl_channel_stats {
+    uint64_t packets_in, completions_in, packets_out, completions_out, deferred, passive_deliveries, dpc_passes,
+        budget_exhausted, processing_complete_calls, queued_sends, interrupts, signals;
+};
+void kmcl_channel_get_stats(struct kmcl_channel *ch, struct kmcl_channel_stats *out);
+
+/* ---- outgoing packets ---- */
+
+#define KMCL_SEND_WAIT_FOR_COMPLETION 0x1u /* completion routine when the host completes it */
+
+status_t kmcl_packet_allocate(struct kmcl_channel *ch, struct kmcl_packet **out) WARN_UNUSED;
+void kmcl_packet_free(struct kmcl_packet *pkt);
+void kmcl_packet_set_completion_routine(struct kmcl_packet *pkt, kmcl_completion_routine_fn fn);
+void kmcl_packet_set_context(struct kmcl_packet *pkt, void *ctx);
+void *kmcl_packet_get_context(struct kmcl_packet *pkt);
+/* Sends buf (and external data as page ranges: a GPA-direct packet) on the packet's channel. The
+ * packet must not be sent again before its completion routine ran. STATUS_INVALID_STATE if the
+ * channel is not enabled or FAILED, STATUS_INVALID_PARAMETER if it is larger than the maximum. */
+status_t kmcl_packet_send(struct kmcl_packet *pkt, const void *buf, uint32_t len, const struct kmcl_page_range *ext,
+                          uint32_t ext_count, uint32_t flags) WARN_UNUSED;
+/* Sends and waits (PASSIVE) for the host's completion, copying its payload to resp (resp_len in: the
+ * room, a multiple of 8; out: the bytes). timeout_ns 0: do not queue if the ring is full
+ * (STATUS_NO_SPACE). STATUS_TIMEOUT: no completion in time (the packet is retired when it comes). */
+status_t kmcl_channel_send_synchronous_request(struct kmcl_channel *ch, const void *buf, uint32_t len,
+                                               const struct kmcl_page_range *ext, uint32_t ext_count, void *resp,
+                                               uint32_t *resp_len, uint64_t timeout_ns) WARN_UNUSED;
+
+/* ---- incoming packets ---- */
+
+/* Retires an incoming packet; if the host asked for a completion, sends one carrying buf. */
+void kmcl_channel_packet_complete(struct kmcl_incoming *pkt, const void *buf, uint32_t len);
+/* The same with a failure status (a completion carrying {u32 status}, if one was asked for). */
+void kmcl_channel_packet_fail(struct kmcl_incoming *pkt, status_t status);
+/* Only inside process_packet: deliver this packet again at PASSIVE (in order). */
+status_t kmcl_channel_packet_defer_to_passive(struct kmcl_incoming *pkt) WARN_UNUSED;
+/* Only inside process_packet, for KMCL_PROCESS_EXTERNAL_DATA: the GPA-direct ranges (pfns into
+ * pfn_storage) or transfer-page ranges, checked against the packet's bounds. */
+status_t kmcl_channel_packet_get_external_data(struct kmcl_incoming *pkt, struct kmcl_pkt_gpa *gpa,
+                                               struct kmcl_pkt_xfer *xfer) WARN_UNUSED;
+uint64_t kmcl_incoming_trans_id(const struct kmcl_incoming *pkt);
+struct kmcl_channel *kmcl_incoming_channel(const struct kmcl_incoming *pkt);
+
+#endif
