@@ -279,7 +279,7 @@ status_t vmbus_channel_open(struct vmbus_channel *ch, const struct vmbus_open_pa
         }
         return s;
     }
-    pr_info("vmbus: opened relid %u (%s): rings %u + %u KiB, GPADL %#x, interrupts on cpu%u (VP %u)", ch->relid,
+    pr_debug("vmbus: opened relid %u (%s): rings %u + %u KiB, GPADL %#x, interrupts on cpu%u (VP %u)", ch->relid,
             vmbus_channel_type_name(ch), p->out_ring_bytes / 1024, p->in_ring_bytes / 1024, gpadl, ch->target_cpu,
             ch->target_vp);
     if (deliver_held) {

@@ -39,8 +39,9 @@ bool dpc_queue(struct dpc *d)
     irql_t old = irql_raise(IRQL_HIGH);
     raw_spin_lock(&c->dpc_lock);
     bool queued = false;
-    if (!d->queued_on) {
-        d->queued_on = c;
+    /* queued_on is read without the lock by dpc_cancel: atomic accesses everywhere. */
+    if (!__atomic_load_n(&d->queued_on, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&d->queued_on, c, __ATOMIC_RELEASE);
         list_push_back(&c->dpc_queue, &d->link);
         queued = true;
     }
@@ -58,9 +59,9 @@ bool dpc_cancel(struct dpc *d)
     struct cpu *c = __atomic_load_n(&d->queued_on, __ATOMIC_ACQUIRE);
     if (c) {
         raw_spin_lock(&c->dpc_lock);
-        if (d->queued_on == c) {
+        if (__atomic_load_n(&d->queued_on, __ATOMIC_RELAXED) == c) {
             list_remove(&d->link);
-            d->queued_on = NULL;
+            __atomic_store_n(&d->queued_on, NULL, __ATOMIC_RELEASE);
             removed = true;
         }
         raw_spin_unlock(&c->dpc_lock);
@@ -78,7 +79,7 @@ void dpc_drain(void)
         struct list *n = list_pop_front(&c->dpc_queue);
         struct dpc *d = n ? container_of(n, struct dpc, link) : NULL;
         if (d)
-            d->queued_on = NULL; /* it may be queued again from its own routine */
+            __atomic_store_n(&d->queued_on, NULL, __ATOMIC_RELEASE); /* it may be queued again from its own routine */
         spin_unlock(&c->dpc_lock, old);
         if (!d)
             break;

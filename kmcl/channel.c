@@ -58,7 +58,7 @@ struct kmcl_channel {
     char name[32];
     uint32_t max_packet, max_ext_bytes, max_ext_ranges, out_pages, in_pages, target_cpu;
     bool at_passive, paused;
-    volatile bool failed;
+    bool failed;                   /* sticky; atomic: read on every path from any CPU */
     kmcl_process_packet_fn process_packet;
     kmcl_processing_complete_fn processing_complete;
     struct kmcl_state_callbacks states;
@@ -78,6 +78,7 @@ struct kmcl_channel {
     struct kmcl_incoming pool[KMCL_MAX_IN_FLIGHT];
     struct list free_incoming, deferred;
     uint32_t batch;                /* delivered since the ring was last found empty */
+    bool starved;                  /* reading stopped for want of an in-flight context */
 
     struct dpc dpc;
     volatile uint32_t dpc_running;
@@ -88,15 +89,22 @@ struct kmcl_channel {
 };
 
 static inline irql_t lock(spinlock_t *l) { return spin_lock(l); }
+
+/* Counters are bumped from the DPC, the worker and senders on any CPU: relaxed atomics. */
+static inline void stat_inc(uint64_t *c) { __atomic_fetch_add(c, 1, __ATOMIC_RELAXED); }
 static inline void unlock(spinlock_t *l, irql_t old) { spin_unlock(l, old); }
 
 /* ---- failure ---- */
 
+static inline bool is_failed(struct kmcl_channel *ch)
+{
+    return __atomic_load_n(&ch->failed, __ATOMIC_ACQUIRE);
+}
+
 static void fail_channel(struct kmcl_channel *ch, const struct kmcl_ring_failure *f, const char *where)
 {
-    if (ch->failed)
-        return;
-    ch->failed = true;
+    if (__atomic_exchange_n(&ch->failed, true, __ATOMIC_ACQ_REL))
+        return; /* reported once */
     pr_err("kmcl: %s (relid %u): %s: %s (offset %u, value %llu, limit %llu): channel failed, not read again",
            ch->name, vmbus_channel_relid(ch->vch), where, f && f->reason ? f->reason : "?", f ? f->offset : 0,
            (unsigned long long)(f ? f->value : 0), (unsigned long long)(f ? f->limit : 0));
@@ -242,7 +250,7 @@ status_t kmcl_channel_set_incoming_processing_at_passive(struct kmcl_channel *ch
 
 void *kmcl_channel_get_pointer_to_client_context(struct kmcl_channel *ch) { return ch->client_context; }
 struct vmbus_channel *kmcl_channel_vmbus(struct kmcl_channel *ch) { return ch->vch; }
-bool kmcl_channel_failed(struct kmcl_channel *ch) { return ch->failed; }
+bool kmcl_channel_failed(struct kmcl_channel *ch) { return is_failed(ch); }
 uint64_t kmcl_incoming_trans_id(const struct kmcl_incoming *pkt) { return pkt->trans_id; }
 struct kmcl_channel *kmcl_incoming_channel(const struct kmcl_incoming *pkt) { return pkt->ch; }
 
@@ -257,9 +265,11 @@ void kmcl_channel_get_interface_instance(struct kmcl_channel *ch, struct vmbus_g
 
 void kmcl_channel_get_stats(struct kmcl_channel *ch, struct kmcl_channel_stats *out)
 {
-    irql_t old = lock(&ch->send_lock);
-    *out = ch->stats;
-    unlock(&ch->send_lock, old);
+    _Static_assert(sizeof *out % sizeof(uint64_t) == 0, "the stats are u64 counters");
+    const uint64_t *from = (const uint64_t *)&ch->stats;
+    uint64_t *to = (uint64_t *)out;
+    for (size_t i = 0; i < sizeof *out / sizeof(uint64_t); i++)
+        to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
 }
 
 status_t kmcl_channel_create_gpadl_from_buffer(struct kmcl_channel *ch, void *buf, size_t bytes, uint32_t *handle)
@@ -284,7 +294,7 @@ static void drop_xact_locked(struct kmcl_channel *ch, uint64_t id)
 
 static void signal_host(struct kmcl_channel *ch)
 {
-    __atomic_fetch_add(&ch->stats.signals, 1, __ATOMIC_RELAXED);
+    stat_inc(&ch->stats.signals);
     vmbus_channel_signal(ch->vch);
 }
 
@@ -324,7 +334,7 @@ static void flush_backlog_locked(struct kmcl_channel *ch, struct list *done, boo
             fail_channel(ch, kmcl_ring_failure(&ch->out), "writing a queued packet");
             return;
         }
-        ch->stats.packets_out++;
+        stat_inc(&ch->stats.packets_out);
         if (!(pkt->flags & KMCL_SEND_WAIT_FOR_COMPLETION))
             list_push_back(done, &pkt->link);
     }
@@ -376,7 +386,7 @@ status_t kmcl_packet_send(struct kmcl_packet *pkt, const void *buf, uint32_t len
 {
     IRQL_ASSERT_MAX(IRQL_DISPATCH);
     struct kmcl_channel *ch = pkt->ch;
-    if (__atomic_load_n(&ch->state, __ATOMIC_ACQUIRE) != KMCL_ENABLED || ch->failed)
+    if (__atomic_load_n(&ch->state, __ATOMIC_ACQUIRE) != KMCL_ENABLED || is_failed(ch))
         return STATUS_INVALID_STATE;
     if (len > ch->max_packet || ext_count > ch->max_ext_ranges || (ext_count && !ext) || (len && !buf))
         return STATUS_INVALID_PARAMETER;
@@ -419,7 +429,7 @@ status_t kmcl_packet_send(struct kmcl_packet *pkt, const void *buf, uint32_t len
         memcpy(pkt->buf, buf, len);
         pkt->queued = true;
         list_push_back(&ch->backlog, &pkt->link);
-        ch->stats.queued_sends++;
+        stat_inc(&ch->stats.queued_sends);
         st = STATUS_OK;
     } else if (st != STATUS_OK) {
         if (pkt->trans_id)
@@ -428,7 +438,7 @@ status_t kmcl_packet_send(struct kmcl_packet *pkt, const void *buf, uint32_t len
         unlock(&ch->send_lock, old);
         return STATUS_INVALID_STATE;
     } else {
-        ch->stats.packets_out++;
+        stat_inc(&ch->stats.packets_out);
     }
     unlock(&ch->send_lock, old);
     if (sig)
@@ -512,6 +522,8 @@ status_t kmcl_channel_send_synchronous_request(struct kmcl_channel *ch, const vo
 
 /* ---- incoming packets ---- */
 
+static void resume_reading(struct kmcl_channel *ch);
+
 static struct kmcl_incoming *incoming_get(struct kmcl_channel *ch)
 {
     irql_t old = lock(&ch->in_lock);
@@ -531,16 +543,26 @@ static void incoming_put(struct kmcl_incoming *in)
     irql_t old = lock(&ch->in_lock);
     list_push_back(&ch->free_incoming, &in->link);
     unlock(&ch->in_lock, old);
+    if (__atomic_exchange_n(&ch->starved, false, __ATOMIC_SEQ_CST))
+        resume_reading(ch);
+}
+
+static bool incoming_available(struct kmcl_channel *ch)
+{
+    irql_t old = lock(&ch->in_lock);
+    bool any = !list_empty(&ch->free_incoming);
+    unlock(&ch->in_lock, old);
+    return any;
 }
 
 static void send_completion(struct kmcl_channel *ch, uint64_t trans_id, const void *buf, uint32_t len)
 {
     irql_t old = lock(&ch->send_lock);
     bool sig = false;
-    status_t st = ch->failed ? STATUS_INVALID_STATE : STATUS_NO_SPACE;
+    status_t st = is_failed(ch) ? STATUS_INVALID_STATE : STATUS_NO_SPACE;
     /* A completion must not be lost: the ring is sized for the traffic, so space comes back as the
      * host reads; spin a bounded while for it, then give the channel up. */
-    for (int tries = 0; st == STATUS_NO_SPACE && tries < 100000 && !ch->failed; tries++) {
+    for (int tries = 0; st == STATUS_NO_SPACE && tries < 100000 && !is_failed(ch); tries++) {
         st = kmcl_pkt_send_completion(&ch->out, trans_id, buf, len, 0, &sig);
         if (st == STATUS_NO_SPACE) {
             unlock(&ch->send_lock, old);
@@ -552,8 +574,8 @@ static void send_completion(struct kmcl_channel *ch, uint64_t trans_id, const vo
         }
     }
     if (st == STATUS_OK)
-        ch->stats.completions_out++;
-    else if (!ch->failed)
+        stat_inc(&ch->stats.completions_out);
+    else if (!is_failed(ch))
         fail_channel(ch, kmcl_ring_failure(&ch->out), "writing a completion");
     unlock(&ch->send_lock, old);
     if (sig)
@@ -620,7 +642,7 @@ static void take_completion(struct kmcl_channel *ch, const struct kmcl_ring_pack
     void *ctx = NULL;
     status_t s = kmcl_xact_complete(&ch->xacts, c.trans_id, &ctx);
     bool abandoned = s == STATUS_OK && ((struct kmcl_packet *)ctx)->abandoned;
-    ch->stats.completions_in++;
+    stat_inc(&ch->stats.completions_in);
     unlock(&ch->send_lock, old);
     if (abandoned) { /* a synchronous request that timed out: nobody waits for it any more */
         kmcl_packet_free(ctx);
@@ -673,7 +695,7 @@ static void queue_deferred(struct kmcl_channel *ch, struct kmcl_incoming *in)
     irql_t old = lock(&ch->in_lock);
     list_push_back(&ch->deferred, &in->link);
     unlock(&ch->in_lock, old);
-    ch->stats.deferred++;
+    stat_inc(&ch->stats.deferred);
     event_set(&ch->work);
 }
 
@@ -693,7 +715,7 @@ static bool drain(struct kmcl_channel *ch, uint32_t budget, bool passive)
             if (ch->batch && ch->processing_complete)
                 ch->processing_complete(ch, ch->batch);
             if (ch->batch)
-                ch->stats.processing_complete_calls++;
+                stat_inc(&ch->stats.processing_complete_calls);
             ch->batch = 0;
             bool sw = false;
             if (!kmcl_ring_end_read(&ch->in, &sw)) {
@@ -710,12 +732,12 @@ static bool drain(struct kmcl_channel *ch, uint32_t budget, bool passive)
         }
         if (n >= budget) {
             more = true;
-            ch->stats.budget_exhausted++;
+            stat_inc(&ch->stats.budget_exhausted);
             break;
         }
         if (p.desc.type == KMCL_PKT_COMPLETION) {
             take_completion(ch, &p);
-            if (ch->failed)
+            if (is_failed(ch))
                 break;
             kmcl_ring_consume(&ch->in);
             n++;
@@ -730,12 +752,17 @@ static bool drain(struct kmcl_channel *ch, uint32_t budget, bool passive)
         }
         struct kmcl_incoming *in = incoming_get(ch);
         if (!in) {
-            more = true; /* every context is in flight: resume when some complete */
-            break;
+            /* Every context is in flight: resume when one is retired (incoming_put), not by
+             * spinning here, which would starve the worker that retires them on this CPU. */
+            __atomic_store_n(&ch->starved, true, __ATOMIC_SEQ_CST);
+            if (!incoming_available(ch))
+                break;
+            __atomic_store_n(&ch->starved, false, __ATOMIC_SEQ_CST); /* one came back meanwhile */
+            continue;
         }
         in->trans_id = p.desc.trans_id;
         in->completion_requested = p.desc.flags & KMCL_PKT_FLAG_COMPLETION_REQUESTED;
-        ch->stats.packets_in++;
+        stat_inc(&ch->stats.packets_in);
         ch->batch++;
         if ((!passive && ch->at_passive) || deferred_pending(ch)) {
             /* In order behind packets already waiting for the worker. */
@@ -771,7 +798,7 @@ static bool drain(struct kmcl_channel *ch, uint32_t budget, bool passive)
         sig_writer |= kmcl_ring_publish_read(&ch->in);
     if (sig_writer)
         signal_host(ch);
-    return more && !ch->failed;
+    return more && !is_failed(ch);
 }
 
 /* The send side's part of an interrupt: the host made room. */
@@ -793,8 +820,8 @@ static void channel_dpc(struct dpc *d, void *ctx)
     (void)d;
     struct kmcl_channel *ch = ctx;
     __atomic_store_n(&ch->dpc_running, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&ch->state, __ATOMIC_ACQUIRE) == KMCL_ENABLED && !ch->failed) {
-        ch->stats.dpc_passes++;
+    if (__atomic_load_n(&ch->state, __ATOMIC_ACQUIRE) == KMCL_ENABLED && !is_failed(ch)) {
+        stat_inc(&ch->stats.dpc_passes);
         flush_sends(ch);
         if (ch->at_passive)
             event_set(&ch->work);
@@ -804,11 +831,20 @@ static void channel_dpc(struct dpc *d, void *ctx)
     __atomic_store_n(&ch->dpc_running, 0, __ATOMIC_RELEASE);
 }
 
+/* Reading stopped for want of a context and one is back: the reader of this channel goes on. */
+static void resume_reading(struct kmcl_channel *ch)
+{
+    if (ch->at_passive)
+        event_set(&ch->work);
+    else
+        dpc_queue(&ch->dpc);
+}
+
 static void on_interrupt(struct vmbus_channel *vch, void *ctx)
 {
     (void)vch;
     struct kmcl_channel *ch = ctx;
-    ch->stats.interrupts++;
+    stat_inc(&ch->stats.interrupts);
     dpc_queue(&ch->dpc);
 }
 
@@ -827,7 +863,7 @@ static void worker_main(void *arg)
             unlock(&ch->in_lock, old);
             if (!in)
                 break;
-            ch->stats.passive_deliveries++;
+            stat_inc(&ch->stats.passive_deliveries);
             deliver(ch, in, &in->copy_view, true);
             if (in->deferred) {
                 pr_err("kmcl: %s: a packet deferred again at PASSIVE: completed with an error", ch->name);
@@ -836,7 +872,7 @@ static void worker_main(void *arg)
             }
             after_callback(in);
         }
-        if (ch->at_passive && !__atomic_load_n(&ch->paused, __ATOMIC_ACQUIRE) && !ch->failed)
+        if (ch->at_passive && !__atomic_load_n(&ch->paused, __ATOMIC_ACQUIRE) && !is_failed(ch))
             while (drain(ch, KMCL_DRAIN_BUDGET, true))
                 thread_yield();
     }

@@ -120,14 +120,14 @@ status_t kmcl_pkt_parse_gpa(const struct kmcl_ring_packet *p, struct kmcl_pkt_gp
 /* ---- builders (write side; results as kmcl_ring_write) ---- */
 
 /* In-band (6). flags: KMCL_PKT_FLAG_COMPLETION_REQUESTED to ask for a completion. (Inline: a
- * descriptor template for kmcl_ring_write, nothing more.) */
+ * descriptor template for kmcl_ring_write; a one-piece payload takes kmcl_ring_write_buf_inline.) */
 static inline WARN_UNUSED status_t kmcl_pkt_send_inband(struct kmcl_ring *r, uint64_t trans_id, uint16_t flags,
                                                         const struct kmcl_iov *payload, uint32_t payload_count,
                                                         uint32_t write_flags, bool *signal_reader)
 {
     if (payload_count == 1)
-        return kmcl_ring_write_buf(r, KMCL_PKT_DATA_INBAND, flags, trans_id, payload->base, payload->len,
-                                   write_flags, signal_reader);
+        return kmcl_ring_write_buf_inline(r, KMCL_PKT_DATA_INBAND, flags, trans_id, payload->base, payload->len,
+                                          write_flags, signal_reader);
     struct kmcl_ring_out out = {
         .type = KMCL_PKT_DATA_INBAND,
         .flags = flags,
@@ -145,8 +145,8 @@ static inline WARN_UNUSED status_t kmcl_pkt_send_completion(struct kmcl_ring *r,
                                                             uint32_t write_flags, bool *signal_reader)
 {
     if (payload_count == 1)
-        return kmcl_ring_write_buf(r, KMCL_PKT_COMPLETION, 0, trans_id, payload->base, payload->len, write_flags,
-                                   signal_reader);
+        return kmcl_ring_write_buf_inline(r, KMCL_PKT_COMPLETION, 0, trans_id, payload->base, payload->len,
+                                          write_flags, signal_reader);
     struct kmcl_ring_out out = {
         .type = KMCL_PKT_COMPLETION,
         .flags = 0,

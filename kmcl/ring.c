@@ -19,7 +19,15 @@
  *                        reader: store read_index; load pending_send_sz, write_index (publish_read)
  * Other loads of the peer's index are ACQUIRE, as above. The remaining stores are RELAXED:
  * interrupt_mask = 1 at begin_read is only a hint, clearing pending_send_sz after a write only
- * stops signals we no longer need, and an INIT attach runs before any peer does.
+ * stops signals we no longer need, and an INIT attach runs before any peer does. The inline fast
+ * paths in ring.h (kmcl_ring_write_buf_inline: publish_write; kmcl_ring_peek_inline: the ACQUIRE
+ * load of write_index; kmcl_ring_publish_read_inline: publish_read) use the same orders.
+ *
+ * What the endpoint remembers of the peer: `peer`, its index as last loaded and validated (never a
+ * count kept by subtraction: the free or published bytes are always computed from two valid
+ * indices, so no sequence of host writes can make them exceed the data area), and for the inline
+ * fast paths `write_end` / `read_end` (see struct kmcl_ring), recomputed whenever pos wraps, peer
+ * changes or pending_send_sz is set or cleared, and 0 whenever the fast path must not run.
  */
 #include "kmcl/ring.h"
 
@@ -56,6 +64,8 @@ static status_t fail(struct kmcl_ring *r, const char *reason, uint32_t offset, u
     }
     r->live_role = 0; /* every entry point now takes its slow branch */
     r->peeked = 0;
+    r->read_end = 0; /* and the inline fast paths theirs */
+    r->write_end = 0;
     return STATUS_BAD_DATA;
 }
 
@@ -120,6 +130,25 @@ static inline uint32_t space_bytes(const struct kmcl_ring *r, uint32_t write, ui
     return r->size - used_bytes(r, write, read) - 8;
 }
 
+/* Reader: r->read_end for our position rd and a write index w (both valid), no packet peeked. */
+static inline uint32_t reader_end(const struct kmcl_ring *r, uint32_t rd, uint32_t w)
+{
+    return w >= rd ? w : r->size - 8; /* a packet ending exactly at the end is for the slow path */
+}
+
+/* Writer: recomputes r->write_end from pos and the read index last seen (see struct kmcl_ring). */
+static void writer_end(struct kmcl_ring *r)
+{
+    if (r->pending_set || r->live_role != KMCL_RING_WRITER) {
+        r->write_end = 0;
+        return;
+    }
+    uint32_t space = space_bytes(r, r->pos, r->peer);
+    uint32_t lim = (space < r->max_need ? space : r->max_need) + 1; /* need <= space, need <= max_need */
+    uint32_t room = r->size - r->pos;                               /* pos + need < size: no wrap */
+    r->write_end = r->pos + (lim < room ? lim : room);
+}
+
 static void copy_to_ring(struct kmcl_ring *r, uint32_t off, const void *src, uint32_t len)
 {
     uint32_t first = r->size - off;
@@ -177,14 +206,16 @@ status_t kmcl_ring_attach(struct kmcl_ring *r, enum kmcl_ring_role role, struct 
         return STATUS_BAD_DATA;
     if (role == KMCL_RING_WRITER) {
         r->pos = r->published = w;
-        r->known = space_bytes(r, w, rd);
+        r->peer = rd;
+        writer_end(r);
         /* The sending side announces that it uses pending_send_sz (openvmm OutgoingRing::new) and
          * starts without asking for a signal. */
         __atomic_fetch_or(&control->feature_bits, KMCL_RING_FEATURE_PENDING_SEND_SZ, __ATOMIC_RELAXED);
         store_relaxed(&control->pending_send_sz, 0);
     } else {
         r->pos = r->published = rd;
-        r->known = used_bytes(r, w, rd);
+        r->peer = w;
+        r->read_end = reader_end(r, rd, w);
     }
     return STATUS_OK;
 }
@@ -242,8 +273,8 @@ static __attribute__((noinline)) status_t reserve_slow(struct kmcl_ring *r, uint
     uint32_t rd = load_acquire(&r->control->read_index);
     if (!read_index_ok(r, rd))
         return STATUS_BAD_DATA;
-    r->known = space_bytes(r, r->pos, rd);
-    if (r->known >= need)
+    r->peer = rd;
+    if (space_bytes(r, r->pos, rd) >= need)
         return STATUS_OK;
 
     /* Full. Publish what we deferred first: the reader computes the crossing of pending_send_sz
@@ -253,11 +284,12 @@ static __attribute__((noinline)) status_t reserve_slow(struct kmcl_ring *r, uint
      * reader sees our pending size, or we see its new read index now. */
     store_seq_cst(&r->control->pending_send_sz, need);
     r->pending_set = true;
+    r->write_end = 0; /* every write takes the slow path until one clears pending_send_sz */
     rd = load_seq_cst(&r->control->read_index);
     if (!read_index_ok(r, rd))
         return STATUS_BAD_DATA;
-    r->known = space_bytes(r, r->pos, rd);
-    if (r->known >= need)
+    r->peer = rd;
+    if (space_bytes(r, r->pos, rd) >= need)
         return STATUS_OK;
     return STATUS_NO_SPACE;
 }
@@ -315,7 +347,7 @@ static inline __attribute__((always_inline)) status_t write_packet(struct kmcl_r
     uint32_t need = (uint32_t)need64;
     uint32_t len = need - KMCL_PKT_TRAILER_SIZE;
 
-    if (r->known < need) {
+    if (space_bytes(r, r->pos, r->peer) < need) {
         status_t s = reserve_slow(r, need, signal_reader);
         if (s != STATUS_OK)
             return s;
@@ -323,7 +355,6 @@ static inline __attribute__((always_inline)) status_t write_packet(struct kmcl_r
 
     uint32_t start = r->pos;
     r->pos = ring_add(r, start, need); /* private until published */
-    r->known -= need;
     if (__builtin_expect(start + need <= r->size, 1)) {
         /* The packet and its trailer are contiguous: descriptor fields straight into the ring,
          * then padding and trailer, then the payload last (fewer registers live across memcpy). */
@@ -337,8 +368,8 @@ static inline __attribute__((always_inline)) status_t write_packet(struct kmcl_r
         /* Padding (< 8 bytes): 8 zero bytes after the payload; the surplus lands on the
          * trailer's place and is overwritten next. */
         uint64_t zero = 0, trailer = KMCL_PKT_TRAILER(start);
-        memcpy(p + KMCL_PKT_DESC_SIZE + body, &zero, sizeof zero);
-        memcpy(p + len, &trailer, sizeof trailer);
+        __builtin_memcpy(p + KMCL_PKT_DESC_SIZE + body, &zero, sizeof zero);
+        __builtin_memcpy(p + len, &trailer, sizeof trailer);
         p += KMCL_PKT_DESC_SIZE;
         for (uint32_t i = 0; i < count; i++) {
             uint32_t n = iov[i].len;
@@ -365,6 +396,7 @@ static inline __attribute__((always_inline)) status_t write_packet(struct kmcl_r
     }
     if (!(flags & KMCL_RING_WRITE_DEFER) && publish_write(r))
         *signal_reader = true; /* keep a signal reserve_slow's publish may have asked for */
+    writer_end(r); /* pos may have wrapped, peer and pending_set changed */
     return STATUS_OK;
 }
 
@@ -378,11 +410,17 @@ status_t kmcl_ring_write(struct kmcl_ring *r, const struct kmcl_ring_out *pkt, u
                         signal_reader);
 }
 
-status_t kmcl_ring_write_buf(struct kmcl_ring *r, uint16_t type, uint16_t pkt_flags, uint64_t trans_id,
-                             const void *payload, uint32_t len, uint32_t flags, bool *signal_reader)
+status_t kmcl_ring_write_slow(struct kmcl_ring *r, uint16_t type, uint16_t pkt_flags, uint64_t trans_id,
+                              const void *payload, uint32_t len, uint32_t flags, bool *signal_reader)
 {
     struct kmcl_iov iov = { payload, len };
     return write_packet(r, type, pkt_flags, trans_id, 0, &iov, 1, flags, signal_reader);
+}
+
+status_t kmcl_ring_write_buf(struct kmcl_ring *r, uint16_t type, uint16_t pkt_flags, uint64_t trans_id,
+                             const void *payload, uint32_t len, uint32_t flags, bool *signal_reader)
+{
+    return kmcl_ring_write_buf_impl_(r, type, pkt_flags, trans_id, payload, len, flags, signal_reader, false);
 }
 
 uint32_t kmcl_ring_write_space(struct kmcl_ring *r)
@@ -392,8 +430,9 @@ uint32_t kmcl_ring_write_space(struct kmcl_ring *r)
     uint32_t rd = load_acquire(&r->control->read_index);
     if (!read_index_ok(r, rd))
         return 0;
-    r->known = space_bytes(r, r->pos, rd);
-    return r->known;
+    r->peer = rd;
+    writer_end(r);
+    return space_bytes(r, r->pos, rd);
 }
 
 /* ---- reader ---- */
@@ -421,29 +460,52 @@ static __attribute__((noinline)) status_t bad_descriptor(struct kmcl_ring *r, co
     return fail(r, "data offset beyond the packet length", rd, off, len);
 }
 
-static __attribute__((noinline)) status_t bad_write_index(struct kmcl_ring *r, uint32_t w)
+/*
+ * The whole of peek, every case: what kmcl_ring_peek_inline falls back to (a wrapped packet or
+ * descriptor, a transfer-page or GPA-direct packet, an empty ring, any failure). It starts over:
+ * nothing the inline part read is used.
+ */
+status_t kmcl_ring_peek_slow(struct kmcl_ring *r, struct kmcl_ring_packet *pkt, void *bounce, uint32_t bounce_size)
 {
-    (void)write_index_ok(r, w); /* fails the ring with the right reason */
-    return STATUS_BAD_DATA;
-}
+    if (r->live_role != KMCL_RING_READER)
+        return not_live(r);
+    r->peeked = 0;
+    r->read_end = 0; /* set again at the end if the packet leaves pos short of the end */
+    uint32_t rd = r->pos;
+    /* Published and not consumed, by the write index last seen; reloaded only when used up. */
+    uint32_t avail = used_bytes(r, r->peer, rd);
+    if (avail == 0) {
+        /* ACQUIRE: the packet bytes the writer wrote before publishing are visible to us. */
+        uint32_t w = load_acquire(&r->control->write_index);
+        if (!write_index_ok(r, w))
+            return STATUS_BAD_DATA;
+        if (rd == w)
+            return STATUS_NOT_FOUND;
+        r->peer = w;
+        avail = used_bytes(r, w, rd); /* <= size - 8: both indices are valid */
+    }
+    if (avail < KMCL_PKT_DESC_SIZE + KMCL_PKT_TRAILER_SIZE)
+        return fail(r, "fewer bytes published than a descriptor and a trailer", rd, avail,
+                    KMCL_PKT_DESC_SIZE + KMCL_PKT_TRAILER_SIZE);
 
-static __attribute__((noinline)) status_t too_few_bytes(struct kmcl_ring *r, uint32_t rd, uint32_t avail)
-{
-    return fail(r, "fewer bytes published than a descriptor and a trailer", rd, avail,
-                KMCL_PKT_DESC_SIZE + KMCL_PKT_TRAILER_SIZE);
-}
+    /* Snapshot the descriptor into the caller's view; only the snapshot is checked and used. */
+    copy_from_ring(r, rd, &pkt->desc, sizeof pkt->desc);
+    const struct kmcl_pkt_desc *d = &pkt->desc;
+    uint32_t len = (uint32_t)d->len8 * 8;
+    uint32_t off = (uint32_t)d->offset8 * 8;
+    /* type in 1..KMCL_PKT_TYPE_MAX; 16 <= off <= len; len + trailer <= avail (len >= 16 follows). */
+    if ((uint16_t)(d->type - 1) >= KMCL_PKT_TYPE_MAX || off < KMCL_PKT_DESC_SIZE || off > len ||
+        len + KMCL_PKT_TRAILER_SIZE > avail)
+        return bad_descriptor(r, d, rd, avail);
 
-static __attribute__((noinline)) status_t bad_trailer(struct kmcl_ring *r, uint32_t rd, uint64_t trailer)
-{
-    return fail(r, "trailer does not hold the packet's start offset", rd, KMCL_PKT_TRAILER_OFFSET(trailer), rd);
-}
+    uint64_t trailer;
+    memcpy(&trailer, r->data + ring_add(r, rd, len), sizeof trailer); /* 8-aligned: never split */
+    if (KMCL_PKT_TRAILER_OFFSET(trailer) != rd)
+        return fail(r, "trailer does not hold the packet's start offset", rd, KMCL_PKT_TRAILER_OFFSET(trailer), rd);
 
-/* Peek's rarer cases after the descriptor checks: a wrapped packet (bounce buffer), the checks of
- * transfer-page and GPA-direct headers. */
-static __attribute__((noinline)) status_t peek_slow(struct kmcl_ring *r, struct kmcl_ring_packet *pkt, void *bounce,
-                                                    uint32_t bounce_size)
-{
-    uint32_t rd = pkt->ring_offset, len = pkt->len;
+    pkt->len = len;
+    pkt->data_offset = off;
+    pkt->ring_offset = rd;
     if (rd + len <= r->size) {
         pkt->bytes = r->data + rd;
         pkt->bounced = false;
@@ -459,7 +521,7 @@ static __attribute__((noinline)) status_t peek_slow(struct kmcl_ring *r, struct 
         pkt->bytes = bounce;
         pkt->bounced = true;
     }
-    if (pkt->desc.type == KMCL_PKT_DATA_XFER_PAGES || pkt->desc.type == KMCL_PKT_DATA_GPA_DIRECT) {
+    if (d->type == KMCL_PKT_DATA_XFER_PAGES || d->type == KMCL_PKT_DATA_GPA_DIRECT) {
         struct kmcl_ring_failure why;
         if (kmcl_pkt_check(pkt, r->xfer_limit, &why) != STATUS_OK) {
             why.offset = rd;
@@ -467,100 +529,54 @@ static __attribute__((noinline)) status_t peek_slow(struct kmcl_ring *r, struct 
             return STATUS_BAD_DATA;
         }
     }
-    r->peeked = len + KMCL_PKT_TRAILER_SIZE;
+    uint32_t n = len + KMCL_PKT_TRAILER_SIZE; /* < size */
+    if (rd + n < r->size) {
+        r->peeked = n;
+        /* The inline peek may go on after this packet. */
+        r->read_end = reader_end(r, rd, r->peer);
+    } else {
+        r->peeked = n - r->size; /* consume wraps pos: rd + n - size */
+    }
     return STATUS_OK;
-}
-
-/* The checks on a descriptor snapshot already in pkt->desc. Every call in here is a tail call, so
- * the common path needs no saved registers. */
-static inline __attribute__((always_inline)) status_t peek_checked(struct kmcl_ring *r, struct kmcl_ring_packet *pkt,
-                                                                   uint32_t rd, uint32_t avail, void *bounce,
-                                                                   uint32_t bounce_size)
-{
-    const struct kmcl_pkt_desc *d = &pkt->desc;
-    uint32_t len = (uint32_t)d->len8 * 8;
-    uint32_t off = (uint32_t)d->offset8 * 8;
-    /* type in 1..KMCL_PKT_TYPE_MAX; 16 <= off <= len; len + trailer <= avail (len >= 16 follows). */
-    if (__builtin_expect((uint16_t)(d->type - 1) >= KMCL_PKT_TYPE_MAX || off < KMCL_PKT_DESC_SIZE || off > len ||
-                             len + KMCL_PKT_TRAILER_SIZE > avail,
-                         0))
-        return bad_descriptor(r, d, rd, avail);
-
-    uint64_t trailer;
-    memcpy(&trailer, r->data + ring_add(r, rd, len), sizeof trailer); /* 8-aligned: never split */
-    if (__builtin_expect(KMCL_PKT_TRAILER_OFFSET(trailer) != rd, 0))
-        return bad_trailer(r, rd, trailer);
-
-    pkt->len = len;
-    pkt->data_offset = off;
-    pkt->ring_offset = rd;
-    if (__builtin_expect(rd + len > r->size || d->type == KMCL_PKT_DATA_XFER_PAGES ||
-                             d->type == KMCL_PKT_DATA_GPA_DIRECT,
-                         0))
-        return peek_slow(r, pkt, bounce, bounce_size);
-    pkt->bytes = r->data + rd;
-    pkt->bounced = false;
-    r->peeked = len + KMCL_PKT_TRAILER_SIZE;
-    return STATUS_OK;
-}
-
-/* The descriptor itself is split by the end of the data area. */
-static __attribute__((noinline)) status_t peek_split(struct kmcl_ring *r, struct kmcl_ring_packet *pkt, uint32_t rd,
-                                                     uint32_t avail, void *bounce, uint32_t bounce_size)
-{
-    copy_from_ring(r, rd, &pkt->desc, sizeof pkt->desc);
-    return peek_checked(r, pkt, rd, avail, bounce, bounce_size);
 }
 
 status_t kmcl_ring_peek(struct kmcl_ring *r, struct kmcl_ring_packet *pkt, void *bounce, uint32_t bounce_size)
 {
-    if (__builtin_expect(r->live_role != KMCL_RING_READER, 0))
-        return not_live(r);
-    r->peeked = 0;
+    return kmcl_ring_peek_impl_(r, pkt, bounce, bounce_size, false);
+}
 
-    uint32_t rd = r->pos, avail = r->known;
-    if (avail == 0) {
-        /* ACQUIRE: the packet bytes the writer copied before publishing are visible to us. */
-        uint32_t w = load_acquire(&r->control->write_index);
-        if (__builtin_expect(w >= r->size || (w & 7u), 0))
-            return bad_write_index(r, w);
-        if (rd == w)
-            return STATUS_NOT_FOUND;
-        avail = r->known = used_bytes(r, w, rd);
-    }
-    if (__builtin_expect(avail < KMCL_PKT_DESC_SIZE + KMCL_PKT_TRAILER_SIZE, 0))
-        return too_few_bytes(r, rd, avail);
-    /* Snapshot the descriptor into the caller's view; only the snapshot is checked and used. */
-    if (__builtin_expect(rd + sizeof pkt->desc > r->size, 0))
-        return peek_split(r, pkt, rd, avail, bounce, bounce_size);
-    memcpy(&pkt->desc, r->data + rd, sizeof pkt->desc);
-    return peek_checked(r, pkt, rd, avail, bounce, bounce_size);
+/* The writer has set pending_send_sz (low bits masked, non-zero): does the publication of our read
+ * index from old to r->published make at least that much free? (kmcl_ring_publish_read_inline) */
+bool kmcl_ring_publish_read_slow(struct kmcl_ring *r, uint32_t old, uint32_t pending)
+{
+    /* Low 3 bits masked by the caller: some writers ask for "ring size - 1", which can never be free
+     * (openvmm commit_read). Honoured whether or not the feature bit is set: a spurious signal costs
+     * an interrupt, a missed one a hang. */
+    uint32_t w = load_seq_cst(&r->control->write_index);
+    if (w >= r->size || (w & 7u))
+        return false; /* the next peek fails the ring on it */
+    return space_bytes(r, w, old) < pending && space_bytes(r, w, r->published) >= pending;
 }
 
 bool kmcl_ring_publish_read(struct kmcl_ring *r)
 {
-    uint32_t old = r->published, now = r->pos;
-    if (old == now || r->live_role != KMCL_RING_READER)
-        return false;
-    /* SEQ_CST (so also RELEASE: we are done with the consumed bytes before the writer may reuse
-     * them). Handshake with the writer's reserve_slow (store pending_send_sz; load read_index). */
-    store_seq_cst(&r->control->read_index, now);
-    r->published = now;
-    /* Low 3 bits masked: some writers ask for "ring size - 1", which can never be free (openvmm
-     * commit_read). Honoured whether or not the feature bit is set: a spurious signal costs an
-     * interrupt, a missed one a hang. */
-    uint32_t pending = load_seq_cst(&r->control->pending_send_sz) & ~7u;
-    if (__builtin_expect(!pending, 1))
-        return false;
-    uint32_t w = load_seq_cst(&r->control->write_index);
-    if (w >= r->size || (w & 7u))
-        return false; /* the next peek fails the ring on it */
-    return space_bytes(r, w, old) < pending && space_bytes(r, w, now) >= pending;
+    /* SEQ_CST store of read_index (so also RELEASE: we are done with the consumed bytes before the
+     * writer may reuse them), then pending_send_sz: the handshake with the writer's reserve_slow
+     * (store pending_send_sz; load read_index). */
+    return kmcl_ring_publish_read_inline(r);
+}
+
+/* Reader: the write index w (valid) was just loaded. */
+static void reader_saw(struct kmcl_ring *r, uint32_t w)
+{
+    r->peer = w;
+    /* With a packet peeked, consuming it may wrap pos: leave read_end to the next peek. */
+    r->read_end = r->peeked ? 0 : reader_end(r, r->pos, w);
 }
 
 bool kmcl_ring_end_read(struct kmcl_ring *r, bool *signal_writer)
 {
-    *signal_writer = kmcl_ring_publish_read(r);
+    *signal_writer = kmcl_ring_publish_read_inline(r);
     if (r->live_role != KMCL_RING_READER)
         return false;
     /* Handshake with publish_write (writer: store write_index; load interrupt_mask). */
@@ -568,8 +584,8 @@ bool kmcl_ring_end_read(struct kmcl_ring *r, bool *signal_writer)
     uint32_t w = load_seq_cst(&r->control->write_index);
     if (!write_index_ok(r, w))
         return false;
-    r->known = used_bytes(r, w, r->pos);
-    return r->known != 0;
+    reader_saw(r, w);
+    return w != r->pos;
 }
 
 uint32_t kmcl_ring_read_available(struct kmcl_ring *r)
@@ -579,8 +595,8 @@ uint32_t kmcl_ring_read_available(struct kmcl_ring *r)
     uint32_t w = load_acquire(&r->control->write_index);
     if (!write_index_ok(r, w))
         return 0;
-    r->known = used_bytes(r, w, r->pos);
-    return r->known;
+    reader_saw(r, w);
+    return used_bytes(r, w, r->pos);
 }
 
 bool kmcl_ring_is_empty(struct kmcl_ring *r)
@@ -592,6 +608,7 @@ bool kmcl_ring_is_empty(struct kmcl_ring *r)
     uint32_t rd = load_acquire(&r->control->read_index);
     if (!read_index_ok(r, rd))
         return false;
-    r->known = space_bytes(r, r->pos, rd);
+    r->peer = rd;
+    writer_end(r);
     return rd == r->published;
 }

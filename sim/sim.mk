@@ -5,50 +5,72 @@
 #   $(BUILD)/test/test_hvsim        cmocka tests, ASan/UBSan (HOST_CFLAGS)
 #   $(BUILD)/test/test_hvsim_tsan   the same tests under ThreadSanitizer
 #   $(BUILD)/test/test_vmbus_server[_tsan]  the VMBus server's tests, the same two ways
+#   $(BUILD)/test/test_vsp_test[_tsan]      the test device's VSP (sim/vsp_test.c), the same two ways
 #   $(BUILD)/fuzz/fuzz_simdb        libFuzzer harness for the doorbell byte parser
 #
 # The VMBus server uses the shared message checker hv/vmbus_msg.c, which the guest's VMBus layer links
 # too; it is kept out of HVSIM_LIB_SRCS (VMBUS_PROTO_SRCS) so that a program linking the guest's hv/
 # sources with the hvsim library (test/hosted/hosted.mk) gets it once: such a program must link
 # VMBUS_PROTO_SRCS itself, through its hv/ sources or explicitly.
+#
+# The VSPs (sim/vsp_*.c) serve their channels with kmcl's ring, packet and transaction layer, so the
+# hvsim library links those sources too (HVSIM_KMCL_SRCS, in HVSIM_LIB_SRCS). kmcl/kmcl.mk names the
+# same list KMCL_RING_SRCS, but the top Makefile includes it after this file and a rule's
+# prerequisites (and := variables) expand as they are read, so the list is repeated here;
+# HVSIM_KMCL_CHECK, expanded in the recipes below (after every makefile is read), stops the build if
+# the two lists ever differ. Programs that link HVSIM_LIB_SRCS beside kmcl's own sources must drop
+# the duplicates ($(sort ...), as test/hosted/hosted.mk does).
+HVSIM_KMCL_SRCS := kmcl/ring.c kmcl/packet.c kmcl/xact.c
+HVSIM_KMCL_CHECK = $(if $(filter-out $(KMCL_RING_SRCS),$(HVSIM_KMCL_SRCS))$(filter-out $(HVSIM_KMCL_SRCS),$(KMCL_RING_SRCS)),\
+	$(error sim/sim.mk: HVSIM_KMCL_SRCS ($(HVSIM_KMCL_SRCS)) differs from kmcl/kmcl.mk KMCL_RING_SRCS ($(KMCL_RING_SRCS))))
 
 HVSIM_LIB_SRCS := sim/hvsim.c sim/synic.c sim/hypercall.c sim/clock.c sim/stimer.c sim/doorbell.c \
-	sim/vmbus_server.c sim/vmbus_channels.c sim/vmbus_devices.c
+	sim/vmbus_server.c sim/vmbus_channels.c sim/vmbus_devices.c sim/vsp_test.c $(HVSIM_KMCL_SRCS)
 VMBUS_PROTO_SRCS := hv/vmbus_msg.c
 HVSIM_HDRS := sim/hvsim.h sim/hvsim_internal.h sim/doorbell.h sim/vmbus_server.h sim/vmbus_internal.h \
-	hv/hvdefs.h hv/simdb.h hv/vmbus_proto.h
+	sim/vsp_test.h hv/hvdefs.h hv/simdb.h hv/vmbus_proto.h \
+	kmcl/ring_format.h kmcl/ring.h kmcl/packet.h kmcl/xact.h kernel/status.h kernel/string.h
 HVSIM_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -I. -pthread
 HVSIM_TSAN_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -DHOSTED -I. -fsanitize=thread -fno-omit-frame-pointer
 
 HVSIM_ALL_SRCS := $(HVSIM_LIB_SRCS) $(VMBUS_PROTO_SRCS)
 
 $(BUILD)/sim/hvsim: $(HVSIM_ALL_SRCS) sim/hvsim_main.c $(HVSIM_HDRS) | deps
-	@mkdir -p $(@D)
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
 	$(CC) $(HVSIM_CFLAGS) $(HVSIM_ALL_SRCS) sim/hvsim_main.c -o $@
 
 $(BUILD)/test/test_hvsim: test/unit/test_hvsim.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/unit/test_util.h | deps
-	@mkdir -p $(@D)
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
 	$(CC) $(HOST_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
 $(BUILD)/test/test_hvsim_tsan: test/unit/test_hvsim.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/unit/test_util.h | deps
-	@mkdir -p $(@D)
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
 	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
 $(BUILD)/test/test_vmbus_server: test/unit/test_vmbus_server.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/unit/test_util.h \
 		| deps
-	@mkdir -p $(@D)
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
 	$(CC) $(HOST_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
 $(BUILD)/test/test_vmbus_server_tsan: test/unit/test_vmbus_server.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) \
 		test/unit/test_util.h | deps
-	@mkdir -p $(@D)
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
 	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
 $(BUILD)/fuzz/fuzz_simdb: test/fuzz/fuzz_simdb.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) | deps
-	@mkdir -p $(@D)
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
 	clang -std=gnu11 -g -O1 -DHOSTED -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -pthread \
 		$< $(HVSIM_ALL_SRCS) -o $@
 
-# `make unit` also builds the TSan variants (test_hvsim and test_vmbus_server themselves are in
-# UNIT_TESTS by their names).
-unit: $(BUILD)/test/test_hvsim_tsan $(BUILD)/test/test_vmbus_server_tsan
+$(BUILD)/test/test_vsp_test: test/unit/test_vsp_test.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/unit/test_util.h | deps
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
+	$(CC) $(HOST_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
+
+$(BUILD)/test/test_vsp_test_tsan: test/unit/test_vsp_test.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/unit/test_util.h \
+		| deps
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
+	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
+
+# `make unit` also builds the TSan variants (test_hvsim, test_vmbus_server and test_vsp_test
+# themselves are in UNIT_TESTS by their names).
+unit: $(BUILD)/test/test_hvsim_tsan $(BUILD)/test/test_vmbus_server_tsan $(BUILD)/test/test_vsp_test_tsan

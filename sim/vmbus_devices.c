@@ -7,8 +7,13 @@
  * ENUMERATE_DEVICE_INTERFACE | NAMED_PIPE_MODE with pipe type MESSAGE (VMBUS_PIPE_TYPE_MESSAGE = 4,
  * linux:include/linux/hyperv.h) in the first u32 of user_defined. Instance GUIDs are this project's,
  * fixed so that a guest sees the same devices on every boot.
+ *
+ * The test device is served by sim/vsp_test.c (echo, completions, SEND_N, GPA-direct checksums;
+ * a guest signal that finds nothing to do is still answered by a signal, as apps/vmbusprobe
+ * expects); the others have no VSP yet.
  */
 #include "sim/vmbus_internal.h"
+#include "sim/vsp_test.h"
 
 #define VMBUS_PIPE_TYPE_MESSAGE 4u
 
@@ -22,14 +27,6 @@
         .user_defined = { VMBUS_PIPE_TYPE_MESSAGE },                                                            \
     }
 
-/* The test device answers every signal from the guest by signalling back: a round trip through the
- * monitor page or HvSignalEvent and the channel's SIEF bit (apps/vmbusprobe checks it). */
-static void test_device_echo(void *ctx, struct hvsim_vmbus_channel *ch)
-{
-    (void)ctx;
-    (void)hvsim_vmbus_signal_guest(ch); /* false only if the guest closed it meanwhile */
-}
-
 const struct hvsim_vmbus_device hvsim_vmbus_default_devices[] = {
     { .name = "netvsc", .type = VMBUS_GUID_NIC, .instance = HVSIM_INSTANCE(0x01), .monitored = true },
     { .name = "storvsc", .type = VMBUS_GUID_SCSI, .instance = HVSIM_INSTANCE(0x02), .monitored = true },
@@ -38,7 +35,8 @@ const struct hvsim_vmbus_device hvsim_vmbus_default_devices[] = {
     IC_DEVICE("timesync", VMBUS_GUID_TIMESYNC, 0x05),
     IC_DEVICE("kvp", VMBUS_GUID_KVP, 0x06),
     { .name = "hvsim-test", .type = VMBUS_GUID_HVSIM_TEST, .instance = HVSIM_INSTANCE(0x07), .monitored = true,
-      .sub_channels = 2, .on_signal = test_device_echo },
+      .sub_channels = 2, .on_open = hvsim_vsp_test_on_open, .on_close = hvsim_vsp_test_on_close,
+      .on_signal = hvsim_vsp_test_on_signal }, /* ctx NULL: the default instance of sim/vsp_test.h */
 };
 
 const uint32_t hvsim_vmbus_default_device_count =

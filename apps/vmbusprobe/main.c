@@ -4,13 +4,23 @@
  * of hvsim's test device, signals both ways on an open channel, moves its interrupts to another CPU,
  * measures open and close, and leaves with UNLOAD at power-off.
  *
+ * Then kmcl on the test device (hvsim's VSP on kmcl's server endpoints, sim/vsp_test.h): in-band
+ * echoes, a synchronous request, 10,000 host packets in order, a GPA-direct buffer checksummed by
+ * the host, and the round trip of a request and its completion.
+ *
  * Command line: vmbus=X.Y (the newest version to ask for, default the newest known), cycles=N
- * (open/close cycles measured per channel, default 20), selftest=0 (listing only).
+ * (open/close cycles measured per channel, default 20), kmcl=0 (skip the kmcl checks), selftest=0
+ * (listing only).
  * Exit status: 0 all checks passed, 1 some failed, 3 no Hyper-V and no hvsim, 4 no VMBus.
  */
+#include "arch-x86_64/irql.h"
+#include "arch-x86_64/paging.h"
 #include "arch-x86_64/tsc.h"
+#include "kernel/mm.h"
 #include "hv/hv.h"
 #include "hv/vmbus.h"
+#include "kmcl/channel.h"
+#include "sim/vsp_test.h"
 #include "kernel/app.h"
 #include "kernel/cmdline.h"
 #include "kernel/log.h"
@@ -21,7 +31,7 @@
 #include "kernel/thread.h"
 
 const char *const app_name = "vmbusprobe";
-const char *const app_cmdline_keys[] = { "vmbus", "cycles", "selftest", NULL };
+const char *const app_cmdline_keys[] = { "vmbus", "cycles", "selftest", "kmcl", NULL };
 
 #define MAX_CHANNELS 64
 
@@ -165,6 +175,138 @@ static void check_test_device(void)
     CHECK(s == STATUS_OK, "test device closed: %s", status_name(s));
 }
 
+
+/* ---- kmcl on the test device ---- */
+
+static struct {
+    volatile uint32_t packets, data, order_errors, wrong_irql, batches;
+    uint32_t next_seq;
+} kseen;
+
+static void kmcl_packet_in(struct kmcl_channel *ch, struct kmcl_incoming *pkt, const void *buf, uint32_t len,
+                           uint32_t flags)
+{
+    (void)ch;
+    (void)flags;
+    if (irql_current() != IRQL_DISPATCH)
+        kseen.wrong_irql++;
+    uint32_t hdr[2] = { 0, 0 };
+    if (len >= 8)
+        memcpy(hdr, buf, 8);
+    if (hdr[0] == HVSIM_VSP_TEST_OP_DATA) {
+        if (hdr[1] != kseen.next_seq)
+            kseen.order_errors++;
+        kseen.next_seq = hdr[1] + 1;
+        __atomic_add_fetch(&kseen.data, 1, __ATOMIC_RELEASE);
+    }
+    __atomic_add_fetch(&kseen.packets, 1, __ATOMIC_RELEASE);
+    kmcl_channel_packet_complete(pkt, NULL, 0);
+}
+
+static void kmcl_batch_done(struct kmcl_channel *ch, uint32_t n)
+{
+    (void)ch;
+    (void)n;
+    kseen.batches++;
+}
+
+static bool wait_count(volatile uint32_t *v, uint32_t want, uint64_t ns)
+{
+    uint64_t end = rdtsc() + ns_to_tsc(ns);
+    while (__atomic_load_n(v, __ATOMIC_ACQUIRE) < want)
+        if (rdtsc() > end)
+            return false;
+        else
+            thread_sleep_ns(100000);
+    return true;
+}
+
+static void check_kmcl(void)
+{
+    struct probe_channel *p = find((struct vmbus_guid)VMBUS_GUID_HVSIM_TEST);
+    if (!p) {
+        kprintf("  (no hvsim test device: kmcl checks skipped)\n");
+        return;
+    }
+    struct kmcl_channel *ch;
+    status_t s = kmcl_channel_allocate(p->ch, &ch);
+    if (s == STATUS_OK)
+        s = kmcl_channel_init_set_process_packet_callbacks(ch, kmcl_packet_in, kmcl_batch_done);
+    if (s == STATUS_OK)
+        s = kmcl_channel_init_set_target_cpu(ch, online_cpus() - 1);
+    if (s == STATUS_OK)
+        s = kmcl_channel_enable(ch);
+    CHECK(s == STATUS_OK, "kmcl channel on the test device enabled (interrupts and DPC on cpu%u): %s",
+          online_cpus() - 1, status_name(s));
+    if (s != STATUS_OK)
+        return;
+    /* Echoes. */
+    struct kmcl_packet *pkt;
+    s = kmcl_packet_allocate(ch, &pkt);
+    uint8_t buf[256];
+    uint32_t op = HVSIM_VSP_TEST_OP_ECHO;
+    memset(buf, 0x5a, sizeof buf);
+    memcpy(buf, &op, 4);
+    for (int i = 0; s == STATUS_OK && i < 100; i++)
+        s = kmcl_packet_send(pkt, buf, sizeof buf, NULL, 0, 0);
+    CHECK(s == STATUS_OK && wait_count(&kseen.packets, 100, 2000000000ull),
+          "100 in-band echoes came back through process-packet (%u), at DISPATCH (%u elsewhere), %u batches",
+          kseen.packets, kseen.wrong_irql, kseen.batches);
+    kmcl_packet_free(pkt);
+    /* A synchronous request, timed: the round trip of a request and its completion. */
+    op = HVSIM_VSP_TEST_OP_ECHO_COMPLETION;
+    memcpy(buf, &op, 4);
+    uint8_t resp[64];
+    uint64_t best = UINT64_MAX, total = 0;
+    int ok = 0;
+    for (int i = 0; i < 50; i++) {
+        uint32_t resp_len = sizeof resp;
+        uint64_t t0 = rdtsc();
+        s = kmcl_channel_send_synchronous_request(ch, buf, 32, NULL, 0, resp, &resp_len, 2000000000ull);
+        uint64_t t = rdtsc() - t0;
+        if (s == STATUS_OK && resp_len == 32 && memcmp(resp, buf, 32) == 0) {
+            ok++;
+            total += t;
+            if (t < best)
+                best = t;
+        }
+    }
+    CHECK(ok == 50, "50 synchronous requests answered with their payload: %d", ok);
+    if (ok)
+        kprintf("  measured: request + completion round trip mean %llu us, best %llu us (hvsim under QEMU)\n",
+                (unsigned long long)tsc_to_ns(total / (uint64_t)ok) / 1000, (unsigned long long)tsc_to_ns(best) / 1000);
+    /* 10,000 host packets in order. */
+    struct hvsim_vsp_test_send_n n = { HVSIM_VSP_TEST_OP_SEND_N, 10000, 64 };
+    uint32_t rl = sizeof resp;
+    uint64_t t0 = rdtsc();
+    s = kmcl_channel_send_synchronous_request(ch, &n, sizeof n, NULL, 0, resp, &rl, 30000000000ull);
+    bool all = s == STATUS_OK && wait_count(&kseen.data, 10000, 10000000000ull);
+    uint64_t ns = tsc_to_ns(rdtsc() - t0);
+    CHECK(all && kseen.order_errors == 0, "10,000 host packets arrived in order (%u, %u out of order) in %llu ms",
+          kseen.data, kseen.order_errors, (unsigned long long)(ns / 1000000));
+    /* GPA direct: the host checksums a guest buffer. */
+    uint8_t *page = page_alloc(2);
+    if (page) {
+        uint32_t fnv = HVSIM_VSP_TEST_FNV_BASIS;
+        for (int i = 0; i < 6000; i++) {
+            page[i] = (uint8_t)(i * 31);
+            fnv = (fnv ^ page[i]) * HVSIM_VSP_TEST_FNV_PRIME;
+        }
+        uint64_t pfns[2] = { virt_to_phys(page) >> 12, (virt_to_phys(page) >> 12) + 1 };
+        struct kmcl_page_range r = { .byte_count = 6000, .byte_offset = 0, .pfns = pfns };
+        uint64_t hdr = 0;
+        struct hvsim_vsp_test_gpa_result res = { 1, 0, 0 };
+        rl = sizeof resp;
+        s = kmcl_channel_send_synchronous_request(ch, &hdr, sizeof hdr, &r, 1, resp, &rl, 2000000000ull);
+        if (s == STATUS_OK && rl >= sizeof res)
+            memcpy(&res, resp, sizeof res);
+        CHECK(s == STATUS_OK && res.status == 0 && res.byte_count == 6000 && res.checksum == fnv,
+              "GPA direct: the host read 6000 bytes of guest pages and its checksum matches (%s)", status_name(s));
+        page_free(page, 2);
+    }
+    kmcl_channel_cleanup(ch);
+}
+
 static uint32_t parse_version(const char *v)
 {
     static const struct { const char *text; uint32_t v; } known[] = {
@@ -207,6 +349,10 @@ int app_main(void)
     CHECK(nchans > 0, "the host offered %u channels", nchans);
     check_open_close_all((uint32_t)cmdline_u64(cl, "cycles", 20, 0, 100000));
     check_test_device();
+    if (cmdline_bool(cl, "kmcl", true)) {
+        kprintf("\n== kmcl ==\n");
+        check_kmcl();
+    }
     struct vmbus_stats st;
     vmbus_get_stats(&st);
     CHECK(st.gpadls_live == 0 && st.leaked_gpadls == 0, "no GPADL left (%u live, %u leaked)", st.gpadls_live,

@@ -18,12 +18,14 @@
  *      on a second ring, between two spinning threads on two CPUs; median and p99 in TSC cycles
  *      and ns (TSC rate measured against CLOCK_MONOTONIC).
  *   3. Instructions per packet: this program re-runs itself under `valgrind --tool=callgrind` in
- *      a single-threaded loop (write a 64-byte in-band packet, peek, consume, publish) with
- *      collection toggled on for the loop function only, and divides its instruction count (Ir)
- *      by the number of packets; unbatched and batched (16 per publish).
+ *      a single-threaded loop (write a 64-byte in-band packet, peek and use the view's type,
+ *      trans_id, payload and length, consume, publish) with collection toggled on for the loop
+ *      function only, and divides its instruction count (Ir) by the number of packets; unbatched
+ *      and batched (16 per publish), with the inline API and with the out-of-line calls, and with
+ *      the payload size a compile-time constant.
  *
- * Options: --quick (shorter runs), --callgrind-loop N {plain|batched} (the loop alone: used under
- * valgrind by the program itself), --no-callgrind.
+ * Options: --quick (shorter runs), --callgrind-loop N MODE (the loop alone: used under valgrind by
+ * the program itself; modes in loops[]), --no-callgrind.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -211,7 +213,7 @@ static void *tput_reader(void *arg)
         kmcl_ring_begin_read(&r);
         struct kmcl_ring_packet pk;
         status_t s;
-        while ((s = kmcl_ring_peek(&r, &pk, bounce, sizeof bounce)) == STATUS_OK) {
+        while ((s = kmcl_ring_peek_inline(&r, &pk, bounce, sizeof bounce)) == STATUS_OK) {
             memcpy(dst, kmcl_pkt_payload(&pk), kmcl_pkt_payload_len(&pk));
             __asm__ volatile("" : : "r"(dst) : "memory");
             if (pk.desc.trans_id == STOP_ID)
@@ -220,7 +222,7 @@ static void *tput_reader(void *arg)
             n++;
             if (++since_publish == (t->batched ? BATCH : 1)) {
                 since_publish = 0;
-                if (kmcl_ring_publish_read(&r)) {
+                if (kmcl_ring_publish_read_inline(&r)) {
                     signals++;
                     ring_bell(&t->to_writer);
                 }
@@ -369,7 +371,7 @@ static void *rt_responder(void *arg)
     static uint8_t bounce[256];
     for (unsigned i = 0; i < t->rounds;) {
         struct kmcl_ring_packet pk;
-        status_t s = kmcl_ring_peek(&in, &pk, bounce, sizeof bounce);
+        status_t s = kmcl_ring_peek_inline(&in, &pk, bounce, sizeof bounce);
         if (s == STATUS_NOT_FOUND) {
             _mm_pause();
             continue;
@@ -377,7 +379,7 @@ static void *rt_responder(void *arg)
         must(s, "responder peek");
         uint64_t id = pk.desc.trans_id;
         kmcl_ring_consume(&in);
-        bool sig = kmcl_ring_publish_read(&in);
+        bool sig = kmcl_ring_publish_read_inline(&in);
         (void)sig;
         struct kmcl_iov c = { &id, 8 };
         must(kmcl_pkt_send_completion(&out, id, &c, 1, 0, &sig), "completion");
@@ -415,7 +417,7 @@ static void round_trip(void)
         must(kmcl_pkt_send_inband(&out, i, KMCL_PKT_FLAG_COMPLETION_REQUESTED, &iov, 1, 0, &sig), "request");
         struct kmcl_ring_packet pk;
         status_t s;
-        while ((s = kmcl_ring_peek(&in, &pk, bounce, sizeof bounce)) == STATUS_NOT_FOUND)
+        while ((s = kmcl_ring_peek_inline(&in, &pk, bounce, sizeof bounce)) == STATUS_NOT_FOUND)
             _mm_pause();
         must(s, "completion peek");
         if (pk.desc.type != KMCL_PKT_COMPLETION || pk.desc.trans_id != i) {
@@ -423,7 +425,7 @@ static void round_trip(void)
             exit(1);
         }
         kmcl_ring_consume(&in);
-        sig = kmcl_ring_publish_read(&in);
+        sig = kmcl_ring_publish_read_inline(&in);
         (void)sig;
         unsigned int aux;
         uint64_t c1 = __rdtscp(&aux);
@@ -451,45 +453,123 @@ struct loop_rings {
     struct kmcl_ring w, r;
 };
 
-/* The measured loops (callgrind collects inside these functions only). */
-__attribute__((noinline)) void bench_loop_plain(struct loop_rings *lr, uint64_t n)
+/* What a receiver takes from each packet: type, transaction id, payload pointer and length. Kept
+ * live (an empty asm that uses them) so that the compiler cannot drop the work of producing them. */
+#define USE_VIEW(pk)                                                                                         \
+    __asm__ volatile("" : : "r"((pk).desc.type), "r"((pk).desc.trans_id), "r"(kmcl_pkt_payload(&(pk))),       \
+                     "r"(kmcl_pkt_payload_len(&(pk))))
+
+/* The measured loops (callgrind collects inside the noinline functions only). inl: the inline API
+ * (kmcl_pkt_send_inband, kmcl_ring_peek_inline, kmcl_ring_publish_read_inline), else the
+ * out-of-line calls (kmcl_ring_write_buf, kmcl_ring_peek, kmcl_ring_publish_read). The payload
+ * pointer and length are opaque to the compiler (as a driver's message usually is) unless
+ * const_len: then they are a static 64-byte buffer and its size, and the copy is inlined. */
+static inline __attribute__((always_inline)) status_t loop_send(struct kmcl_ring *w, bool inl, uint64_t id,
+                                                                const uint8_t *payload, uint32_t len, uint32_t flags,
+                                                                bool *sig)
 {
-    static uint8_t payload[64];
-    struct kmcl_iov iov = { payload, sizeof payload };
+    if (inl) {
+        struct kmcl_iov iov = { payload, len };
+        return kmcl_pkt_send_inband(w, id, 0, &iov, 1, flags, sig);
+    }
+    return kmcl_ring_write_buf(w, KMCL_PKT_DATA_INBAND, 0, id, payload, len, flags, sig);
+}
+
+static inline __attribute__((always_inline)) void loop_plain(struct loop_rings *lr, uint64_t n, bool inl,
+                                                             bool const_len)
+{
+    static uint8_t buf[64];
+    const uint8_t *payload = buf;
+    uint32_t len = sizeof buf;
+    if (!const_len)
+        __asm__("" : "+r"(payload), "+r"(len));
     for (uint64_t i = 0; i < n; i++) {
         bool sig;
-        if (kmcl_pkt_send_inband(&lr->w, i, 0, &iov, 1, 0, &sig) != STATUS_OK)
+        if (loop_send(&lr->w, inl, i, payload, len, 0, &sig) != STATUS_OK)
             abort();
+        __asm__ volatile("" : : "r"(sig));
         struct kmcl_ring_packet pk;
-        if (kmcl_ring_peek(&lr->r, &pk, NULL, 0) != STATUS_OK)
+        if ((inl ? kmcl_ring_peek_inline(&lr->r, &pk, NULL, 0) : kmcl_ring_peek(&lr->r, &pk, NULL, 0)) != STATUS_OK)
             abort();
+        USE_VIEW(pk);
         kmcl_ring_consume(&lr->r);
-        sig = kmcl_ring_publish_read(&lr->r);
+        sig = inl ? kmcl_ring_publish_read_inline(&lr->r) : kmcl_ring_publish_read(&lr->r);
         __asm__ volatile("" : : "r"(sig));
     }
 }
 
-__attribute__((noinline)) void bench_loop_batched(struct loop_rings *lr, uint64_t n)
+static inline __attribute__((always_inline)) void loop_batched(struct loop_rings *lr, uint64_t n, bool inl,
+                                                               bool const_len)
 {
-    static uint8_t payload[64];
-    struct kmcl_iov iov = { payload, sizeof payload };
+    static uint8_t buf[64];
+    const uint8_t *payload = buf;
+    uint32_t len = sizeof buf;
+    if (!const_len)
+        __asm__("" : "+r"(payload), "+r"(len));
     for (uint64_t i = 0; i < n; i += BATCH) {
         bool sig;
         for (unsigned k = 0; k < BATCH; k++)
-            if (kmcl_pkt_send_inband(&lr->w, i + k, 0, &iov, 1, KMCL_RING_WRITE_DEFER, &sig) != STATUS_OK)
+            if (loop_send(&lr->w, inl, i + k, payload, len, KMCL_RING_WRITE_DEFER, &sig) != STATUS_OK)
                 abort();
         sig = kmcl_ring_flush(&lr->w);
         __asm__ volatile("" : : "r"(sig));
         for (unsigned k = 0; k < BATCH; k++) {
             struct kmcl_ring_packet pk;
-            if (kmcl_ring_peek(&lr->r, &pk, NULL, 0) != STATUS_OK)
+            if ((inl ? kmcl_ring_peek_inline(&lr->r, &pk, NULL, 0) : kmcl_ring_peek(&lr->r, &pk, NULL, 0)) !=
+                STATUS_OK)
                 abort();
+            USE_VIEW(pk);
             kmcl_ring_consume(&lr->r);
         }
-        sig = kmcl_ring_publish_read(&lr->r);
+        sig = inl ? kmcl_ring_publish_read_inline(&lr->r) : kmcl_ring_publish_read(&lr->r);
         __asm__ volatile("" : : "r"(sig));
     }
 }
+
+__attribute__((noinline)) void bench_loop_plain(struct loop_rings *lr, uint64_t n)
+{
+    loop_plain(lr, n, true, false);
+}
+
+__attribute__((noinline)) void bench_loop_batched(struct loop_rings *lr, uint64_t n)
+{
+    loop_batched(lr, n, true, false);
+}
+
+__attribute__((noinline)) void bench_loop_plain_call(struct loop_rings *lr, uint64_t n)
+{
+    loop_plain(lr, n, false, false);
+}
+
+__attribute__((noinline)) void bench_loop_batched_call(struct loop_rings *lr, uint64_t n)
+{
+    loop_batched(lr, n, false, false);
+}
+
+__attribute__((noinline)) void bench_loop_plain_const(struct loop_rings *lr, uint64_t n)
+{
+    loop_plain(lr, n, true, true);
+}
+
+__attribute__((noinline)) void bench_loop_batched_const(struct loop_rings *lr, uint64_t n)
+{
+    loop_batched(lr, n, true, true);
+}
+
+static const struct {
+    const char *mode;
+    void (*fn)(struct loop_rings *, uint64_t);
+    const char *fn_name;
+    const char *what;
+} loops[] = {
+    { "plain", bench_loop_plain, "bench_loop_plain", "inline API, publish every packet" },
+    { "batched", bench_loop_batched, "bench_loop_batched", "inline API, publish per 16      " },
+    { "plain_call", bench_loop_plain_call, "bench_loop_plain_call", "calls,      publish every packet" },
+    { "batched_call", bench_loop_batched_call, "bench_loop_batched_call", "calls,      publish per 16      " },
+    { "plain_const", bench_loop_plain_const, "bench_loop_plain_const", "inline API, constant size, each  " },
+    { "batched_const", bench_loop_batched_const, "bench_loop_batched_const", "inline API, constant size, per 16" },
+};
+#define NLOOPS (sizeof loops / sizeof loops[0])
 
 static int callgrind_loop(uint64_t n, const char *mode)
 {
@@ -500,17 +580,19 @@ static int callgrind_loop(uint64_t n, const char *mode)
     lr.m = mem_new(65536 + 4096);
     must(kmcl_ring_attach(&lr.w, KMCL_RING_WRITER, lr.m.ctrl, lr.m.data, size, KMCL_RING_ATTACH_INIT), "attach");
     must(kmcl_ring_attach(&lr.r, KMCL_RING_READER, lr.m.ctrl, lr.m.data, size, 0), "attach");
-    if (strcmp(mode, "batched") == 0)
-        bench_loop_batched(&lr, n);
-    else
-        bench_loop_plain(&lr, n);
-    mem_free(&lr.m);
-    return 0;
+    for (unsigned i = 0; i < NLOOPS; i++)
+        if (strcmp(mode, loops[i].mode) == 0) {
+            loops[i].fn(&lr, n);
+            mem_free(&lr.m);
+            return 0;
+        }
+    fprintf(stderr, "bench_ring: unknown loop %s\n", mode);
+    return 2;
 }
 
 static long long callgrind_ir(const char *self, const char *fn, uint64_t n, const char *mode)
 {
-    char out[64], cmd[512];
+    char out[64], cmd[4096 + 512];
     snprintf(out, sizeof out, "/tmp/bench_ring.callgrind.%d", (int)getpid());
     snprintf(cmd, sizeof cmd,
              "valgrind --tool=callgrind --toggle-collect=%s --callgrind-out-file=%s %s --callgrind-loop %llu %s "
@@ -539,17 +621,18 @@ static void instructions(const char *self)
         return;
     }
     const uint64_t n = 160000;
-    long long plain = callgrind_ir(self, "bench_loop_plain", n, "plain");
-    long long batched = callgrind_ir(self, "bench_loop_batched", n, "batched");
-    if (plain < 0 || batched < 0) {
-        printf("callgrind run failed\n");
-        return;
-    }
-    printf("single thread, %llu packets: write (kmcl_pkt_send_inband: descriptor, 64-byte payload copied in,\n"
-           "trailer, publish + signal decision) + peek (all checks) + consume + publish_read\n",
+    printf("single thread, %llu packets: write (kmcl_pkt_send_inband or kmcl_ring_write_buf: descriptor, 64-byte\n"
+           "payload copied in, trailer, publish + signal decision) + peek (all checks; type, trans_id, payload and\n"
+           "length used) + consume + publish_read, and the loop itself. Payload pointer and length opaque to the\n"
+           "compiler except in the constant-size lines.\n",
            (unsigned long long)n);
-    printf("  publish every packet: %lld instructions total, %.1f per packet\n", plain, (double)plain / n);
-    printf("  publish per 16:       %lld instructions total, %.1f per packet\n", batched, (double)batched / n);
+    for (unsigned i = 0; i < NLOOPS; i++) {
+        long long ir = callgrind_ir(self, loops[i].fn_name, n, loops[i].mode);
+        if (ir < 0)
+            printf("  %s: callgrind run failed\n", loops[i].what);
+        else
+            printf("  %s: %lld instructions total, %.1f per packet\n", loops[i].what, ir, (double)ir / n);
+    }
 }
 
 int main(int argc, char **argv)
@@ -563,7 +646,8 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--no-callgrind") == 0)
             do_callgrind = false;
         else {
-            fprintf(stderr, "usage: %s [--quick] [--no-callgrind] | --callgrind-loop N plain|batched\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--no-callgrind] | --callgrind-loop N plain|batched|plain_call|...\n",
+                    argv[0]);
             return 2;
         }
     }

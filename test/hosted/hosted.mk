@@ -36,3 +36,16 @@ $(BUILD)/test/test_vmbus_tsan: test/unit/test_vmbus.c $(TEST_VMBUS_SRCS) $(HOSTE
 	$(CC) $(HOSTED_CFLAGS) $(HVSIM_TSAN_CFLAGS) $< $(TEST_VMBUS_SRCS) -o $@ -lcmocka
 
 unit: $(BUILD)/test/test_vmbus_tsan
+
+# kmcl's channel API end to end against hvsim's test device VSP.
+TEST_KMCL_SRCS = $(sort $(TEST_VMBUS_SRCS) kmcl/channel.c)
+
+$(BUILD)/test/test_kmcl: test/unit/test_kmcl.c $(TEST_KMCL_SRCS) $(HOSTED_HDRS) $(wildcard kmcl/*.h sim/*.h) | deps
+	@mkdir -p $(@D)
+	$(CC) $(HOSTED_CFLAGS) $(HOST_CFLAGS) $< $(TEST_KMCL_SRCS) -o $@ -lcmocka
+
+$(BUILD)/test/test_kmcl_tsan: test/unit/test_kmcl.c $(TEST_KMCL_SRCS) $(HOSTED_HDRS) $(wildcard kmcl/*.h sim/*.h) | deps
+	@mkdir -p $(@D)
+	$(CC) $(HOSTED_CFLAGS) $(HVSIM_TSAN_CFLAGS) $< $(TEST_KMCL_SRCS) -o $@ -lcmocka
+
+unit: $(BUILD)/test/test_kmcl_tsan

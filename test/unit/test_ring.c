@@ -1343,6 +1343,299 @@ static void test_xact_ids_not_reused_quickly(void **state)
     assert_int_equal(slots[0].generation, 1);
 }
 
+/* ---- inline fast paths against the complete checks ---- */
+
+/* What a reader makes of a ring: every peek's status and view, and the failure, with one of the
+ * peek entry points. */
+enum peek_kind { PEEK_CALL, PEEK_INLINE, PEEK_SLOW_ONLY };
+
+struct drain {
+    unsigned n; /* peeks */
+    status_t s[48];
+    struct kmcl_ring_packet pk[48];
+    size_t bytes_at[48]; /* pk.bytes as an offset into the ring or the bounce buffer */
+    struct kmcl_ring_failure failure;
+    uint32_t available; /* kmcl_ring_read_available at the end */
+};
+
+static void drain_with(struct mem *m, enum peek_kind kind, bool with_bounce, struct drain *d)
+{
+    static uint8_t bounce[1 << 16];
+    memset(d, 0, sizeof *d);
+    struct kmcl_ring r;
+    if (kmcl_ring_attach(&r, KMCL_RING_READER, m->ctrl, m->data, m->size, 0) != STATUS_OK) {
+        d->failure = *kmcl_ring_failure(&r);
+        return;
+    }
+    void *b = with_bounce ? bounce : NULL;
+    uint32_t bs = with_bounce ? sizeof bounce : 0;
+    for (;;) {
+        struct kmcl_ring_packet pk;
+        memset(&pk, 0, sizeof pk);
+        status_t s = kind == PEEK_CALL     ? kmcl_ring_peek(&r, &pk, b, bs)
+                     : kind == PEEK_INLINE ? kmcl_ring_peek_inline(&r, &pk, b, bs)
+                                           : kmcl_ring_peek_slow(&r, &pk, b, bs);
+        assert_true(d->n < 48);
+        d->s[d->n] = s;
+        if (s == STATUS_OK || s == STATUS_NO_SPACE) {
+            d->pk[d->n] = pk;
+            if (s == STATUS_OK) {
+                const uint8_t *base = pk.bounced ? bounce : m->data;
+                assert_true(pk.bytes >= base && pk.bytes + pk.len <= base + (pk.bounced ? sizeof bounce : m->size));
+                d->bytes_at[d->n] = (size_t)(pk.bytes - base);
+                d->pk[d->n].bytes = NULL;
+            }
+        }
+        d->n++;
+        if (s != STATUS_OK)
+            break;
+        if (d->n % 2) {
+            /* A repeated peek returns the same packet. */
+            struct kmcl_ring_packet again;
+            status_t s2 = kind == PEEK_INLINE ? kmcl_ring_peek_inline(&r, &again, b, bs) : kmcl_ring_peek(&r, &again, b, bs);
+            assert_int_equal(s2, STATUS_OK);
+            assert_memory_equal(&again.desc, &pk.desc, sizeof pk.desc);
+            assert_int_equal(again.len, pk.len);
+        }
+        kmcl_ring_consume(&r);
+    }
+    if (kmcl_ring_failure(&r))
+        d->failure = *kmcl_ring_failure(&r);
+    d->available = kmcl_ring_read_available(&r);
+}
+
+static void drains_agree(struct mem *m, bool with_bounce)
+{
+    struct drain a, b, c;
+    drain_with(m, PEEK_SLOW_ONLY, with_bounce, &a);
+    drain_with(m, PEEK_CALL, with_bounce, &b);
+    drain_with(m, PEEK_INLINE, with_bounce, &c);
+    const struct drain *other[2] = { &b, &c };
+    for (unsigned k = 0; k < 2; k++) {
+        const struct drain *o = other[k];
+        assert_int_equal(o->n, a.n);
+        for (unsigned i = 0; i < a.n; i++) {
+            assert_int_equal(o->s[i], a.s[i]);
+            if (a.s[i] == STATUS_OK || a.s[i] == STATUS_NO_SPACE) {
+                assert_memory_equal(&o->pk[i].desc, &a.pk[i].desc, sizeof a.pk[i].desc);
+                assert_int_equal(o->pk[i].len, a.pk[i].len);
+                if (a.s[i] == STATUS_OK) {
+                    assert_int_equal(o->pk[i].data_offset, a.pk[i].data_offset);
+                    assert_int_equal(o->pk[i].ring_offset, a.pk[i].ring_offset);
+                    assert_int_equal(o->pk[i].bounced, a.pk[i].bounced);
+                    assert_int_equal(o->bytes_at[i], a.bytes_at[i]);
+                }
+            }
+        }
+        assert_true((o->failure.reason == NULL) == (a.failure.reason == NULL));
+        if (a.failure.reason) {
+            assert_string_equal(o->failure.reason, a.failure.reason);
+            assert_int_equal(o->failure.offset, a.failure.offset);
+            assert_true(o->failure.value == a.failure.value && o->failure.limit == a.failure.limit);
+        }
+        assert_int_equal(o->available, a.available);
+    }
+}
+
+/* Every byte of a ring of in-band and completion packets (the inline peek's own case, some
+ * reaching the end of the data area, one wrapping) and of its indices set to several values: the
+ * inline peek, the out-of-line peek and the complete checks alone (kmcl_ring_peek_slow) return
+ * the same statuses, views and failures. */
+static void test_inline_peek_agrees_with_the_complete_checks(void **state)
+{
+    (void)state;
+    /* Two layouts: from 24, six packets, the last ending exactly at the end of the data area; from
+     * 184, five packets, the second wrapping. */
+    static const struct {
+        uint32_t start;
+        unsigned count;
+        uint32_t lens[6];
+    } layouts[] = {
+        { 24, 6, { 0, 5, 16, 40, 8, 16 } },
+        { 184, 5, { 5, 24, 0, 40, 1 } },
+    };
+    for (unsigned l = 0; l < 2; l++) {
+        struct pair p;
+        pair_init(&p, 256);
+        advance_to(&p, layouts[l].start);
+        bool sig;
+        uint8_t payload[64];
+        for (unsigned i = 0; i < layouts[l].count; i++) {
+            memset(payload, 0x30 + i, sizeof payload);
+            struct kmcl_iov iov = { payload, layouts[l].lens[i] };
+            status_t s = i % 3 == 1 ? kmcl_pkt_send_completion(&p.w, 100 + i, &iov, 1, 0, &sig)
+                                    : send_bytes(&p.w, payload, layouts[l].lens[i], 100 + i, (uint16_t)i, 0, &sig);
+            assert_int_equal(s, STATUS_OK);
+        }
+        uint8_t saved[256];
+        uint8_t saved_ctrl[16];
+        memcpy(saved, p.m.data, 256);
+        memcpy(saved_ctrl, p.m.ctrl, 16);
+        static const uint8_t values[] = { 0, 1, 2, 3, 6, 7, 8, 9, 11, 13, 14, 0x10, 0x18, 0x20, 0x7f, 0x80, 0xfe, 0xff };
+        for (unsigned pos = 0; pos < 256 + 8; pos++) {
+            for (unsigned v = 0; v < sizeof values; v++) {
+                memcpy(p.m.data, saved, 256);
+                memcpy(p.m.ctrl, saved_ctrl, 16);
+                if (pos < 256)
+                    p.m.data[pos] = values[v];
+                else
+                    ((uint8_t *)p.m.ctrl)[pos - 256] = values[v];
+                drains_agree(&p.m, true);
+                drains_agree(&p.m, false);
+            }
+        }
+        mem_free(&p.m);
+    }
+}
+
+/* Random descriptors, trailers and write indices (mostly near-valid ones): the three peeks agree. */
+static void test_inline_peek_agrees_on_random_rings(void **state)
+{
+    (void)state;
+    struct rng rng;
+    rng_seed(&rng, 0x1a1a2b2b);
+    struct mem m = mem_new(512);
+    unsigned ok = 0, failed = 0;
+    for (unsigned round = 0; round < 20000; round++) {
+        memset(m.data, 0, m.size);
+        memset(m.ctrl, 0, 16);
+        uint32_t start = (uint32_t)rng_below(&rng, m.size / 8) * 8;
+        uint32_t off = start;
+        unsigned count = (unsigned)rng_below(&rng, 6) + 1;
+        for (unsigned i = 0; i < count; i++) {
+            uint16_t types[] = { 6, 11, 6, 11, 1, 7, 9, 13, 14, 0 };
+            uint16_t type = types[rng_below(&rng, sizeof types / sizeof types[0])];
+            uint16_t len8 = (uint16_t)(rng_below(&rng, 8) == 0 ? rng_below(&rng, 4) : 2 + rng_below(&rng, 10));
+            uint16_t off8 = (uint16_t)(rng_below(&rng, 6) == 0 ? rng_below(&rng, 5) : 2);
+            uint64_t trailer = KMCL_PKT_TRAILER(rng_below(&rng, 10) == 0 ? off + 8 : off);
+            uint8_t body[128];
+            for (unsigned k = 0; k < sizeof body; k++)
+                body[k] = (uint8_t)rng_next(&rng);
+            craft(&m, off, type, off8, len8, (uint16_t)rng_below(&rng, 4), rng_next(&rng), body, sizeof body, trailer);
+            off = (off + (uint32_t)len8 * 8 + 8) % m.size;
+        }
+        m.ctrl->read_index = start;
+        switch (rng_below(&rng, 8)) {
+        case 0:
+            m.ctrl->write_index = (uint32_t)rng_below(&rng, m.size + 16);
+            break;
+        case 1:
+            m.ctrl->write_index = (m.ctrl->write_index + m.size - 8) % m.size;
+            break;
+        default:
+            break; /* as craft left it: after the last packet */
+        }
+        struct drain d;
+        drain_with(&m, PEEK_SLOW_ONLY, true, &d);
+        if (d.failure.reason)
+            failed++;
+        else
+            ok++;
+        drains_agree(&m, rng_below(&rng, 4) != 0);
+    }
+    print_message("random rings: %u read through, %u failed\n", ok, failed);
+    assert_true(ok > 1000 && failed > 1000);
+    mem_free(&m);
+}
+
+/* The host moves the write index back into a packet we peeked (a valid peek, then
+ * kmcl_ring_read_available sees the new index, then consume). Whatever follows must stay inside the
+ * data area: the available bytes are computed from the indices, never counted down past zero. */
+static void test_write_index_moved_back_into_a_peeked_packet(void **state)
+{
+    (void)state;
+    for (unsigned variant = 0; variant < 4; variant++) {
+        struct pair p;
+        pair_init(&p, 256);
+        advance_to(&p, variant < 2 ? 0 : 200);
+        send_ok(&p.w, 64, 1); /* 88 ring bytes */
+        send_ok(&p.w, 8, 2);
+        uint8_t bounce[256];
+        struct kmcl_ring_packet pk;
+        status_t s = variant % 2 ? kmcl_ring_peek_inline(&p.r, &pk, bounce, sizeof bounce)
+                                 : kmcl_ring_peek(&p.r, &pk, bounce, sizeof bounce);
+        assert_int_equal(s, STATUS_OK);
+        /* Back to 8 bytes into the packet just peeked; what lies in the ring past it is a
+         * well-formed packet of the largest length the old counter would have allowed. */
+        uint32_t at = (pk.ring_offset + 8) % 256;
+        p.m.ctrl->write_index = at;
+        (void)kmcl_ring_read_available(&p.r);
+        kmcl_ring_consume(&p.r);
+        unsigned n = 0;
+        for (;;) {
+            s = variant % 2 ? kmcl_ring_peek_inline(&p.r, &pk, bounce, sizeof bounce)
+                            : kmcl_ring_peek(&p.r, &pk, bounce, sizeof bounce);
+            if (s != STATUS_OK)
+                break;
+            assert_true(pk.len + 8 <= 256);
+            kmcl_ring_consume(&p.r);
+            assert_true(++n <= 20);
+        }
+        assert_true(s == STATUS_NOT_FOUND || s == STATUS_BAD_DATA);
+        mem_free(&p.m);
+    }
+}
+
+/* The inline entry points refuse what the out-of-line ones refuse, with the same results. */
+static void test_inline_entry_points_refuse_the_same(void **state)
+{
+    (void)state;
+    struct pair p;
+    pair_init(&p, 1024);
+    bool sig = true;
+    struct kmcl_ring_packet pk;
+    static uint8_t buf[1024];
+    volatile uint32_t huge = UINT32_MAX; /* opaque: the compiler would see the copy overrun buf */
+    /* Wrong role. */
+    assert_int_equal(kmcl_ring_peek_inline(&p.w, &pk, NULL, 0), STATUS_INVALID_PARAMETER);
+    assert_int_equal(kmcl_ring_write_buf_inline(&p.r, 6, 0, 1, buf, 8, 0, &sig), STATUS_INVALID_PARAMETER);
+    assert_false(sig);
+    assert_false(kmcl_ring_publish_read_inline(&p.w));
+    /* Bad arguments: NULL payload, unknown flag, a packet that can never fit. */
+    sig = true;
+    assert_int_equal(kmcl_ring_write_buf_inline(&p.w, 6, 0, 1, NULL, 8, 0, &sig), STATUS_INVALID_PARAMETER);
+    assert_false(sig);
+    assert_int_equal(kmcl_ring_write_buf_inline(&p.w, 6, 0, 1, buf, 8, 0x10, &sig), STATUS_INVALID_PARAMETER);
+    assert_int_equal(kmcl_ring_write_buf_inline(&p.w, 6, 0, 1, buf, 1024 - 8 - 24 + 1, 0, &sig),
+                     STATUS_INVALID_PARAMETER);
+    assert_int_equal(kmcl_ring_write_buf_inline(&p.w, 6, 0, 1, buf, huge, 0, &sig), STATUS_INVALID_PARAMETER);
+    /* NULL with length 0 is an empty payload. */
+    assert_int_equal(kmcl_ring_write_buf_inline(&p.w, 6, 0, 1, NULL, 0, 0, &sig), STATUS_OK);
+    assert_true(sig);
+    assert_int_equal(kmcl_ring_peek_inline(&p.r, &pk, NULL, 0), STATUS_OK);
+    assert_int_equal(kmcl_pkt_payload_len(&pk), 0);
+    kmcl_ring_consume(&p.r);
+    assert_false(kmcl_ring_publish_read_inline(&p.r));
+    assert_false(kmcl_ring_publish_read_inline(&p.r)); /* nothing consumed since: no store */
+    /* A full ring: NO_SPACE, then pending_send_sz is cleared by the next write that fits (the
+     * inline write takes the slow path while it is set). */
+    while (kmcl_ring_write_buf_inline(&p.w, 6, 0, 2, buf, 64, 0, &sig) == STATUS_OK)
+        ;
+    assert_int_not_equal(p.m.ctrl->pending_send_sz, 0);
+    assert_int_equal(kmcl_ring_peek_inline(&p.r, &pk, NULL, 0), STATUS_OK);
+    kmcl_ring_consume(&p.r);
+    assert_true(kmcl_ring_publish_read_inline(&p.r)); /* the writer's pending size is crossed */
+    assert_int_equal(kmcl_ring_write_buf_inline(&p.w, 6, 0, 3, buf, 64, 0, &sig), STATUS_OK);
+    assert_int_equal(p.m.ctrl->pending_send_sz, 0);
+    /* The write index turns bad after the reader attached and drained: the inline peek fails the
+     * ring with the reason, and then refuses everything. */
+    static uint8_t bounce[1024];
+    while (kmcl_ring_peek_inline(&p.r, &pk, bounce, sizeof bounce) == STATUS_OK)
+        kmcl_ring_consume(&p.r);
+    p.m.ctrl->write_index = 4;
+    assert_int_equal(kmcl_ring_peek_inline(&p.r, &pk, NULL, 0), STATUS_BAD_DATA);
+    assert_string_equal(kmcl_ring_failure(&p.r)->reason, "write index not 8-byte aligned");
+    assert_int_equal(kmcl_ring_peek_inline(&p.r, &pk, NULL, 0), STATUS_BAD_DATA);
+    assert_false(kmcl_ring_publish_read_inline(&p.r));
+    /* A failed writer. */
+    p.m.ctrl->read_index = 4096;
+    while ((p.m.ctrl->read_index = 4096, kmcl_ring_write_buf_inline(&p.w, 6, 0, 4, buf, 64, 0, &sig)) == STATUS_OK)
+        ;
+    assert_string_equal(kmcl_ring_failure(&p.w)->reason, "read index outside the data area");
+    assert_int_equal(kmcl_ring_write_buf_inline(&p.w, 6, 0, 5, buf, 8, 0, &sig), STATUS_BAD_DATA);
+    mem_free(&p.m);
+}
+
 /* ---- reference model ---- */
 
 struct model {
@@ -1381,7 +1674,10 @@ static void model_check_publish_read(struct model *m, bool got, uint64_t old_pub
         fail_msg("publish_read said signal=%d, model %d", got, want);
 }
 
-static void run_model(uint32_t size, uint64_t seed, unsigned ops)
+/* alt: the other combination of entry points: kmcl_ring_write_buf out of line for the writes, and
+ * kmcl_ring_peek_inline and kmcl_ring_publish_read_inline for the reads (the default writes through
+ * kmcl_pkt_send_inband, which inlines the write, and reads through the out-of-line calls). */
+static void run_model(uint32_t size, uint64_t seed, unsigned ops, bool alt)
 {
     struct pair p;
     pair_init(&p, size);
@@ -1418,7 +1714,9 @@ static void run_model(uint32_t size, uint64_t seed, unsigned ops)
             uint32_t start = p.w.pos;
             bool sig;
             uint64_t before_pw = m.published_w;
-            status_t s = send_bytes(&p.w, buf, len, m.written, 0, defer ? KMCL_RING_WRITE_DEFER : 0, &sig);
+            uint32_t wflags = defer ? KMCL_RING_WRITE_DEFER : 0;
+            status_t s = alt ? kmcl_ring_write_buf(&p.w, KMCL_PKT_DATA_INBAND, 0, m.written, buf, len, wflags, &sig)
+                             : send_bytes(&p.w, buf, len, m.written, 0, wflags, &sig);
             uint32_t need = pkt_bytes(len);
             if (need > size - 8) {
                 assert_int_equal(s, STATUS_INVALID_PARAMETER);
@@ -1465,7 +1763,8 @@ static void run_model(uint32_t size, uint64_t seed, unsigned ops)
             unsigned n = (unsigned)rng_below(&rng, 4) + 1;
             for (unsigned k = 0; k < n; k++) {
                 struct kmcl_ring_packet pk;
-                status_t s = kmcl_ring_peek(&p.r, &pk, bounce, size);
+                status_t s = alt ? kmcl_ring_peek_inline(&p.r, &pk, bounce, size)
+                                 : kmcl_ring_peek(&p.r, &pk, bounce, size);
                 if (m.consumed == m.published_w) {
                     assert_int_equal(s, STATUS_NOT_FOUND);
                     break;
@@ -1484,7 +1783,8 @@ static void run_model(uint32_t size, uint64_t seed, unsigned ops)
             if (rng_below(&rng, 3) == 0) {
                 uint64_t old = m.published_r;
                 m.published_r = m.consumed;
-                model_check_publish_read(&m, kmcl_ring_publish_read(&p.r), old);
+                model_check_publish_read(&m, alt ? kmcl_ring_publish_read_inline(&p.r) : kmcl_ring_publish_read(&p.r),
+                                         old);
             }
         } else if (what < 92) {
             kmcl_ring_begin_read(&p.r);
@@ -1501,8 +1801,8 @@ static void run_model(uint32_t size, uint64_t seed, unsigned ops)
         assert_null(kmcl_ring_failure(&p.r));
         assert_null(kmcl_ring_failure(&p.w));
     }
-    print_message("  ring %5u bytes: %llu packets, %llu wrap-arounds, %llu exact fills, %llu full, %llu signals\n",
-                  size, (unsigned long long)m.written, (unsigned long long)wraps, (unsigned long long)exact,
+    print_message("  %sring %5u bytes: %llu packets, %llu wrap-arounds, %llu exact fills, %llu full, %llu signals\n",
+                  alt ? "(alt) " : "", size, (unsigned long long)m.written, (unsigned long long)wraps, (unsigned long long)exact,
                   (unsigned long long)nospace, (unsigned long long)signals);
     assert_true(m.written > ops / 10);
     assert_true(exact > 0 && nospace > 0);
@@ -1524,7 +1824,20 @@ static void test_reference_model(void **state)
                   (unsigned long long)seed);
     const uint32_t sizes[] = { 64, 72, 200, 1024, 4096, 16384 };
     for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
-        run_model(sizes[i], seed + i, 60000);
+        run_model(sizes[i], seed + i, 60000, false);
+}
+
+/* The same model through the other entry points (see run_model). */
+static void test_reference_model_other_entry_points(void **state)
+{
+    (void)state;
+    uint64_t seed = 0x5eed1001;
+    const char *e = getenv("RING_SEED");
+    if (e)
+        seed = strtoull(e, NULL, 0) + 0x1000;
+    const uint32_t sizes[] = { 64, 72, 200, 1024, 4096, 16384 };
+    for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        run_model(sizes[i], seed + i, 60000, true);
 }
 
 /* ---- two threads ---- */
@@ -1914,7 +2227,12 @@ int main(void)
         cmocka_unit_test(test_write_argument_checks),
         cmocka_unit_test(test_xact_alloc_complete_and_refusals),
         cmocka_unit_test(test_xact_ids_not_reused_quickly),
+        cmocka_unit_test(test_inline_peek_agrees_with_the_complete_checks),
+        cmocka_unit_test(test_inline_peek_agrees_on_random_rings),
+        cmocka_unit_test(test_write_index_moved_back_into_a_peeked_packet),
+        cmocka_unit_test(test_inline_entry_points_refuse_the_same),
         cmocka_unit_test(test_reference_model),
+        cmocka_unit_test(test_reference_model_other_entry_points),
         cmocka_unit_test(test_two_thread_stress),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
