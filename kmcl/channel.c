@@ -57,7 +57,9 @@ struct kmcl_channel {
     enum kmcl_state state;
     char name[32];
     uint32_t max_packet, max_ext_bytes, max_ext_ranges, out_pages, in_pages, target_cpu;
-    bool at_passive, paused;
+    bool at_passive, paused, polling;
+    uint32_t poll_cpu;
+    struct thread *poller;
     bool failed;                   /* sticky; atomic: read on every path from any CPU */
     kmcl_process_packet_fn process_packet;
     kmcl_processing_complete_fn processing_complete;
@@ -717,6 +719,10 @@ static bool drain(struct kmcl_channel *ch, uint32_t budget, bool passive)
             if (ch->batch)
                 stat_inc(&ch->stats.processing_complete_calls);
             ch->batch = 0;
+            if (ch->polling) { /* the mask stays set: the poller looks again, the host need not signal */
+                sig_writer |= kmcl_ring_publish_read(&ch->in);
+                break;
+            }
             bool sw = false;
             if (!kmcl_ring_end_read(&ch->in, &sw)) {
                 sig_writer |= sw;
@@ -820,10 +826,12 @@ static void channel_dpc(struct dpc *d, void *ctx)
     (void)d;
     struct kmcl_channel *ch = ctx;
     __atomic_store_n(&ch->dpc_running, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&ch->state, __ATOMIC_ACQUIRE) == KMCL_ENABLED && !is_failed(ch)) {
+    if (__atomic_load_n(&ch->state, __ATOMIC_SEQ_CST) == KMCL_ENABLED && !is_failed(ch)) {
         stat_inc(&ch->stats.dpc_passes);
         flush_sends(ch);
-        if (ch->at_passive)
+        if (ch->polling)
+            ; /* the poller reads the ring; a signal still flushed the sends above */
+        else if (ch->at_passive)
             event_set(&ch->work);
         else if (!__atomic_load_n(&ch->paused, __ATOMIC_ACQUIRE) && drain(ch, KMCL_DRAIN_BUDGET, false))
             dpc_queue(&ch->dpc); /* budget used up: let other DPCs run, then go on */
@@ -834,6 +842,8 @@ static void channel_dpc(struct dpc *d, void *ctx)
 /* Reading stopped for want of a context and one is back: the reader of this channel goes on. */
 static void resume_reading(struct kmcl_channel *ch)
 {
+    if (ch->polling)
+        return; /* the poller looks again anyway */
     if (ch->at_passive)
         event_set(&ch->work);
     else
@@ -880,6 +890,34 @@ static void worker_main(void *arg)
 
 /* ---- enable, disable, pause, start ---- */
 
+status_t kmcl_channel_init_set_polling(struct kmcl_channel *ch, uint32_t cpu)
+{
+    INIT_ONLY(ch);
+    if (cpu >= MAX_CPUS || !cpus[cpu] || !cpus[cpu]->online || ch->at_passive)
+        return STATUS_INVALID_PARAMETER;
+    ch->polling = true;
+    ch->poll_cpu = cpu;
+    return STATUS_OK;
+}
+
+/* Polling mode: spins on the ring at DISPATCH in budgeted passes, PASSIVE in between so the CPU's
+ * scheduler and DPCs still run. The ring's interrupt mask is never cleared (drain() does not end
+ * the read), so the host does not signal. */
+static void poller_main(void *arg)
+{
+    struct kmcl_channel *ch = arg;
+    while (!__atomic_load_n(&ch->worker_stop, __ATOMIC_ACQUIRE)) {
+        irql_t old = irql_raise(IRQL_DISPATCH);
+        if (!__atomic_load_n(&ch->paused, __ATOMIC_ACQUIRE) && !is_failed(ch)) {
+            stat_inc(&ch->stats.polls);
+            flush_sends(ch);
+            (void)drain(ch, KMCL_DRAIN_BUDGET, false);
+        }
+        irql_lower(old);
+        cpu_relax();
+    }
+}
+
 status_t kmcl_channel_enable(struct kmcl_channel *ch)
 {
     IRQL_ASSERT_MAX(IRQL_PASSIVE);
@@ -922,6 +960,10 @@ status_t kmcl_channel_enable(struct kmcl_channel *ch)
         return s;
     }
     __atomic_store_n(&ch->state, KMCL_ENABLED, __ATOMIC_RELEASE);
+    if (ch->polling && thread_create("kmcl-poll", poller_main, ch, (int)ch->poll_cpu, &ch->poller) != STATUS_OK) {
+        pr_warn("kmcl: %s: no polling thread: interrupts stay the way in", ch->name);
+        ch->polling = false;
+    }
     if (ch->states.opened)
         ch->states.opened(ch);
     if (ch->states.started)
@@ -951,16 +993,25 @@ void kmcl_channel_disable(struct kmcl_channel *ch)
         return;
     if (ch->states.suspend)
         ch->states.suspend(ch);
-    __atomic_store_n(&ch->state, KMCL_DISABLING, __ATOMIC_RELEASE);
-    if (vmbus_channel_close(ch->vch) != STATUS_OK)
-        pr_warn("kmcl: %s (relid %u): the host did not confirm the close", ch->name, vmbus_channel_relid(ch->vch));
-    dpc_cancel(&ch->dpc);
-    while (__atomic_load_n(&ch->dpc_running, __ATOMIC_ACQUIRE))
-        thread_yield();
+    /* seq_cst with the DPC's dpc_running store then state load: either it sees DISABLING, or we see
+     * it running and wait. */
+    __atomic_store_n(&ch->state, KMCL_DISABLING, __ATOMIC_SEQ_CST);
+    /* Stop every reader of the rings before the bus frees them: the poller, the DPC (one already
+     * running finishes first), the worker. */
     __atomic_store_n(&ch->worker_stop, true, __ATOMIC_RELEASE);
+    if (ch->poller) {
+        thread_join(ch->poller);
+        ch->poller = NULL;
+    }
+    dpc_cancel(&ch->dpc);
+    while (__atomic_load_n(&ch->dpc_running, __ATOMIC_SEQ_CST))
+        thread_yield();
     event_set(&ch->work);
     thread_join(ch->worker);
     ch->worker = NULL;
+    if (vmbus_channel_close(ch->vch) != STATUS_OK)
+        pr_warn("kmcl: %s (relid %u): the host did not confirm the close", ch->name, vmbus_channel_relid(ch->vch));
+    dpc_cancel(&ch->dpc); /* an interrupt that came in meanwhile queued it again: it finds DISABLING */
     /* Deferred packets never delivered: retired without a completion (the channel is gone). */
     for (;;) {
         irql_t old = lock(&ch->in_lock);

@@ -83,6 +83,10 @@ status_t kmcl_channel_init_set_process_packet_callbacks(struct kmcl_channel *ch,
 status_t kmcl_channel_init_set_state_change_callbacks(struct kmcl_channel *ch,
                                                        const struct kmcl_state_callbacks *cbs) WARN_UNUSED;
 status_t kmcl_channel_set_incoming_processing_at_passive(struct kmcl_channel *ch, bool on) WARN_UNUSED;
+/* Polling mode, for latency work: a thread pinned to `cpu` spins on the inbound ring (delivering at
+ * DISPATCH there) with the host's interrupts masked in the ring (interrupt_mask stays set), so no
+ * signal and no SynIC interrupt is involved; the CPU is given to the channel. Init only. */
+status_t kmcl_channel_init_set_polling(struct kmcl_channel *ch, uint32_t cpu) WARN_UNUSED;
 status_t kmcl_channel_enable(struct kmcl_channel *ch) WARN_UNUSED;
 void kmcl_channel_disable(struct kmcl_channel *ch);
 void kmcl_channel_pause(struct kmcl_channel *ch);
@@ -97,7 +101,7 @@ status_t kmcl_channel_delete_gpadl(struct kmcl_channel *ch, uint32_t handle) WAR
 
 struct kmcl_channel_stats {
     uint64_t packets_in, completions_in, packets_out, completions_out, deferred, passive_deliveries, dpc_passes,
-        budget_exhausted, processing_complete_calls, queued_sends, interrupts, signals;
+        budget_exhausted, processing_complete_calls, queued_sends, interrupts, signals, polls;
 };
 void kmcl_channel_get_stats(struct kmcl_channel *ch, struct kmcl_channel_stats *out);
 

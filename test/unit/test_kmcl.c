@@ -30,7 +30,8 @@
 
 #define VPS 4
 #define RAM (64u << 20)
-#define TARGET 2 /* the channel's CPU: its DPC and its worker thread run there */
+#define TARGET 2   /* the channel's CPU: its DPC and its worker thread run there */
+#define POLL_CPU 3 /* the poller's (hosted threads are jobs on a VP: the worker keeps TARGET's) */
 
 static struct hvsim_vmbus *vb;
 static struct kmcl_channel *open_ch; /* still enabled if a test failed half-way */
@@ -75,6 +76,7 @@ struct seen {
     volatile uint32_t next_seq, order_errors, deferrals, data_packets;
     volatile uint32_t states[8], nstates;
     uint32_t defer_every;  /* defer packets whose seq % defer_every == 0 (first time) */
+    uint32_t expect_cpu;   /* where packets are delivered: TARGET, or the poller's CPU */
     bool expect_passive;
 };
 static struct seen seen;
@@ -97,7 +99,7 @@ static void on_packet(struct kmcl_channel *ch, struct kmcl_incoming *pkt, const 
         if (seen.expect_passive)
             BUMP(seen.wrong_irql);
     }
-    if (this_cpu()->id != TARGET)
+    if (this_cpu()->id != seen.expect_cpu)
         BUMP(seen.wrong_cpu);
     uint32_t op = 0;
     if (len >= 4)
@@ -142,7 +144,7 @@ static void st_closed(struct kmcl_channel *ch) { (void)ch; seen.states[seen.nsta
 
 struct job {
     struct kmcl_channel *ch;
-    bool at_passive;
+    bool at_passive, polling;
     uint32_t out_pages;
     status_t status;
 };
@@ -186,19 +188,27 @@ static void open_job(void *arg)
         s = kmcl_channel_init_set_ring_buffer_page_count(ch, j->out_pages ? j->out_pages : 16, 16);
     if (s == STATUS_OK)
         s = kmcl_channel_set_incoming_processing_at_passive(ch, j->at_passive);
+    if (s == STATUS_OK && j->polling)
+        s = kmcl_channel_init_set_polling(ch, POLL_CPU);
     if (s == STATUS_OK)
         s = kmcl_channel_enable(ch);
     j->status = s;
 }
 
-static struct kmcl_channel *open_channel(bool at_passive, uint32_t out_pages)
+static struct kmcl_channel *open_channel_with(bool at_passive, uint32_t out_pages, bool polling)
 {
     memset(&seen, 0, sizeof seen);
-    struct job j = { .at_passive = at_passive, .out_pages = out_pages };
+    seen.expect_cpu = polling ? POLL_CPU : TARGET;
+    struct job j = { .at_passive = at_passive, .out_pages = out_pages, .polling = polling };
     hosted_run_on(0, open_job, &j);
     assert_int_equal(j.status, STATUS_OK);
     open_ch = j.ch;
     return j.ch;
+}
+
+static struct kmcl_channel *open_channel(bool at_passive, uint32_t out_pages)
+{
+    return open_channel_with(at_passive, out_pages, false);
 }
 
 static void cleanup_job(void *arg)
@@ -567,6 +577,30 @@ static void test_corrupt_ring_fails_channel(void **state)
     stop();
 }
 
+static void test_polling(void **state)
+{
+    (void)state;
+    start();
+    struct kmcl_channel *ch = open_channel_with(false, 0, true);
+    struct kmcl_channel_stats before;
+    kmcl_channel_get_stats(ch, &before);
+    send_n(ch, 5000, 48);
+    assert_true(wait_until(&seen.data_packets, 5000));
+    assert_int_equal(LD(seen.order_errors), 0);
+    assert_int_equal(LD(seen.wrong_irql), 0);
+    assert_int_equal(LD(seen.wrong_cpu), 0); /* delivered by the poller, on its CPU */
+    /* The host saw the mask set the whole time: 5,000 packets, (almost) no interrupts. */
+    uint32_t bytes;
+    uint32_t *control = vmbus_channel_in_ring(kmcl_channel_vmbus(ch), &bytes);
+    assert_int_equal(__atomic_load_n(&control[2], __ATOMIC_ACQUIRE), 1); /* interrupt_mask */
+    struct kmcl_channel_stats st;
+    kmcl_channel_get_stats(ch, &st);
+    assert_true(st.polls > 0);
+    assert_true(st.interrupts - before.interrupts < 5);
+    close_channel(ch);
+    stop();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -579,6 +613,7 @@ int main(void)
         cmocka_unit_test(test_send_backlog),
         cmocka_unit_test(test_disable_cancels_outstanding),
         cmocka_unit_test(test_corrupt_ring_fails_channel),
+        cmocka_unit_test(test_polling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
