@@ -320,15 +320,23 @@ static bool checksum_ranges(struct vsp_chan *c, const struct kmcl_pkt_gpa *g, st
     return true;
 }
 
-static bool grow(void **p, uint32_t *have, uint32_t need, size_t elem)
+/* Makes room for the ranges and page numbers a GPA packet has (kmcl_pkt_parse_gpa said how many). */
+static bool grow_gpa_storage(struct vsp_chan *c, uint32_t ranges, uint32_t pfns)
 {
-    if (need <= *have)
-        return true;
-    void *n = realloc(*p, (size_t)need * elem);
-    if (!n)
-        return false;
-    *p = n;
-    *have = need;
+    if (ranges > c->max_ranges) {
+        struct kmcl_gpa_range *n = realloc(c->ranges, (size_t)ranges * sizeof *n);
+        if (!n)
+            return false;
+        c->ranges = n;
+        c->max_ranges = ranges;
+    }
+    if (pfns > c->max_pfns) {
+        uint64_t *n = realloc(c->pfns, (size_t)pfns * sizeof *n);
+        if (!n)
+            return false;
+        c->pfns = n;
+        c->max_pfns = pfns;
+    }
     return true;
 }
 
@@ -343,10 +351,9 @@ static enum outcome handle_gpa(struct hvsim_vsp_test *v, struct vsp_chan *c, con
         s = kmcl_pkt_parse_gpa(pkt, &g, &why);
         if (s != STATUS_NO_SPACE)
             break;
-        if (!grow((void **)&c->ranges, &c->max_ranges, g.range_count, sizeof *c->ranges) ||
-            !grow((void **)&c->pfns, &c->max_pfns, g.pfn_total, sizeof *c->pfns)) {
-            why = (struct kmcl_ring_failure){ .reason = "host out of memory for the GPA ranges", .offset = pkt->ring_offset,
-                                              .value = g.pfn_total };
+        if (!grow_gpa_storage(c, g.range_count, g.pfn_total)) {
+            why = (struct kmcl_ring_failure){ .reason = "host out of memory for the GPA ranges",
+                                              .offset = pkt->ring_offset, .value = g.pfn_total };
             kmcl_ring_fail(&c->in, &why);
             fail_in(v, c);
             return FAILED;
@@ -444,8 +451,10 @@ static void serve(struct hvsim_vsp_test *v, struct vsp_chan *c)
         if (signal_writer)
             signal_guest(v, c);
     }
-    /* The older contract (apps/vmbusprobe): a signal that finds nothing to do is answered. */
-    if (!c->progress) {
+    /* The older contract (apps/vmbusprobe): a signal that finds nothing to do is answered. (Not
+     * when the host waits for room: the guest has packets to read and kmcl's pending_send_sz
+     * brings the next signal.) */
+    if (!c->progress && !stalled) {
         uint64_t before = v->st.signals_out;
         signal_guest(v, c);
         v->st.idle_signals += v->st.signals_out - before;

@@ -34,6 +34,7 @@
  *                       there is room) and takes NO further guest packets until the batch is out:
  *                       answers keep their order. A bad size: no packets, counted in bad_requests,
  *                       and with the completion flag a completion {u32 status BAD_REQUEST, u32 0}.
+ *                       A payload shorter than 12 bytes: dropped (bad_requests), no answer.
  *    5 SIGNAL_ONLY      no packet back: the host signals the channel (HvSignalEvent's answer in the
  *                       shape of an interrupt, for raw-VMBus probes). The completion flag is ignored.
  *    other opcodes, and payloads shorter than 4 bytes: dropped, counted (unknown_opcodes,
@@ -46,6 +47,12 @@
  *    ranges is ignored.
  * 11 COMPLETION: counted (a guest completing a packet the host sent); nothing else.
  *  anything else (7 transfer pages, 1 SYNCH, ...): counted in unknown_types, dropped.
+ *
+ * Flow control: answers go out in the order of the requests. An answer that does not fit the
+ * host -> guest ring now is written when the guest has made room (kmcl's pending_send_sz: the
+ * guest's reader signals when it publishes past it); until then its request stays in the guest ->
+ * host ring and nothing after it is read, so a guest that stops reading sees its own ring fill.
+ * An answer that can never fit that ring (an echo larger than it) is skipped (too_big).
  *
  * Host -> guest extras:
  *  - HVSIM_VMBUS_SEND_ON_OPEN hazard: in on_open, before the guest has the OPENCHANNEL_RESULT, the
