@@ -288,8 +288,13 @@ static void check_irql(void)
     tsc_delay_us(5000);
     uint64_t during = this_cpu()->timer_interrupts - before;
     irql_lower(old);
-    tsc_delay_us(1000);
-    uint64_t after = this_cpu()->timer_interrupts - before;
+    /* Taken once IRQL drops: at once on an idle host; a loaded host may deschedule this vCPU for a
+     * while, so allow 200 ms (the check is about masking, not latency). */
+    uint64_t after = 0;
+    for (int i = 0; i < 200 && after == 0; i++) {
+        tsc_delay_us(1000);
+        after = this_cpu()->timer_interrupts - before;
+    }
     CHECK(during == 0 && after > 0, "the clock interrupt is masked at HIGH, taken after (%llu during, %llu after)",
           (unsigned long long)during, (unsigned long long)after);
     ktimer_cancel(&t);
