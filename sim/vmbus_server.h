@@ -5,9 +5,9 @@
  * the guest's channel messages on message ports and its channel signals on event ports, and answers
  * by posting SynIC messages to the guest's message SINT and setting SIEF bits.
  *
- * Devices are offered from a table given at creation; the VSPs behind them (kmcl server endpoints,
- * later) attach through the callbacks of struct hvsim_vmbus_device. Without callbacks a device
- * accepts open and close and does nothing else.
+ * Devices are offered from a table given at creation; the VSPs behind them attach through the
+ * callbacks of struct hvsim_vmbus_device (the test device's, sim/vsp_test.c, serves its rings with
+ * kmcl's ring layer). Without callbacks a device accepts open and close and does nothing else.
  *
  * Nothing the guest sends is trusted: every message is checked (vmbus_msg_check, then relids, GPADL
  * handles, PFNs against guest RAM, ring offsets), a bad one is logged as a guest error through the
