@@ -175,7 +175,7 @@ void vmbus_cancel_requests_locked(uint32_t relid)
 {
     struct list *n = vmbus_bus.requests.next;
     while (n != &vmbus_bus.requests) {
-        struct vmbus_request *r = (struct vmbus_request *)((char *)n - offsetof(struct vmbus_request, link));
+        struct vmbus_request *r = container_of(n, struct vmbus_request, link);
         n = n->next;
         if (r->match_relid && r->relid == relid) {
             list_remove(&r->link);
@@ -215,7 +215,7 @@ static bool complete_request_locked(uint32_t type, const uint8_t *m, uint32_t si
     uint32_t relid, key;
     answer_keys(type, m, &relid, &key);
     for (struct list *n = vmbus_bus.requests.next; n != &vmbus_bus.requests; n = n->next) {
-        struct vmbus_request *r = (struct vmbus_request *)((char *)n - offsetof(struct vmbus_request, link));
+        struct vmbus_request *r = container_of(n, struct vmbus_request, link);
         if (r->type != type || (r->match_relid && r->relid != relid) || (r->match_key && r->key != key))
             continue;
         list_remove(&r->link);

@@ -692,6 +692,14 @@ static bool deferred_pending(struct kmcl_channel *ch)
     return any;
 }
 
+static struct kmcl_incoming *pop_deferred(struct kmcl_channel *ch)
+{
+    irql_t old = lock(&ch->in_lock);
+    struct kmcl_incoming *in = (struct kmcl_incoming *)list_pop_front(&ch->deferred);
+    unlock(&ch->in_lock, old);
+    return in;
+}
+
 static void queue_deferred(struct kmcl_channel *ch, struct kmcl_incoming *in)
 {
     irql_t old = lock(&ch->in_lock);
@@ -867,12 +875,8 @@ static void worker_main(void *arg)
         (void)s;
         if (__atomic_load_n(&ch->worker_stop, __ATOMIC_ACQUIRE))
             break;
-        for (;;) {
-            irql_t old = lock(&ch->in_lock);
-            struct kmcl_incoming *in = (struct kmcl_incoming *)list_pop_front(&ch->deferred);
-            unlock(&ch->in_lock, old);
-            if (!in)
-                break;
+        struct kmcl_incoming *in;
+        while ((in = pop_deferred(ch)) != NULL) {
             stat_inc(&ch->stats.passive_deliveries);
             deliver(ch, in, &in->copy_view, true);
             if (in->deferred) {
@@ -1013,14 +1017,9 @@ void kmcl_channel_disable(struct kmcl_channel *ch)
         pr_warn("kmcl: %s (relid %u): the host did not confirm the close", ch->name, vmbus_channel_relid(ch->vch));
     dpc_cancel(&ch->dpc); /* an interrupt that came in meanwhile queued it again: it finds DISABLING */
     /* Deferred packets never delivered: retired without a completion (the channel is gone). */
-    for (;;) {
-        irql_t old = lock(&ch->in_lock);
-        struct kmcl_incoming *in = (struct kmcl_incoming *)list_pop_front(&ch->deferred);
-        unlock(&ch->in_lock, old);
-        if (!in)
-            break;
+    struct kmcl_incoming *in;
+    while ((in = pop_deferred(ch)) != NULL)
         incoming_put(in);
-    }
     /* Sends still queued or waiting for a completion: their routines see STATUS_CANCELLED. */
     struct list cancelled;
     list_init(&cancelled);

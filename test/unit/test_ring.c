@@ -1858,13 +1858,6 @@ static uint32_t doorbell_value(struct doorbell *d)
     return __atomic_load_n(&d->rings, __ATOMIC_ACQUIRE);
 }
 
-static int64_t mono_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 /* Sleeps (yielding) until the doorbell moves past `seen`; false after 20 s: a lost wake-up. */
 static bool wait_doorbell(struct doorbell *d, uint32_t seen)
 {
@@ -1877,8 +1870,8 @@ static bool wait_doorbell(struct doorbell *d, uint32_t seen)
             continue;
         }
         if (!deadline)
-            deadline = mono_ns() + 20000000000ll;
-        else if ((spins & 255) == 0 && mono_ns() > deadline)
+            deadline = now_ns() + 20000000000ll;
+        else if ((spins & 255) == 0 && now_ns() > deadline)
             return false;
         sched_yield();
     }
@@ -2163,7 +2156,7 @@ static void test_two_thread_stress(void **state)
     assert_int_equal(kmcl_ring_attach(&init, KMCL_RING_WRITER, st.comp_mem.ctrl, st.comp_mem.data, 1024,
                                       KMCL_RING_ATTACH_INIT),
                      STATUS_OK);
-    int64_t t0 = mono_ns();
+    int64_t t0 = now_ns();
     pthread_t a, b;
     assert_int_equal(pthread_create(&b, NULL, stress_receiver, &st), 0);
     assert_int_equal(pthread_create(&a, NULL, stress_sender, &st), 0);
@@ -2172,7 +2165,7 @@ static void test_two_thread_stress(void **state)
         for (int i = 0; i < 1000; i++)
             ring_doorbell(&st.to_receiver);
     pthread_join(b, NULL);
-    int64_t t1 = mono_ns();
+    int64_t t1 = now_ns();
     print_message("stress: %llu packets (%llu requests) in %.2f s; %llu completions; signals %llu -> receiver, "
                   "%llu -> sender; waits %llu sender, %llu receiver; %llu wrapped packets bounced\n",
                   (unsigned long long)st.received, (unsigned long long)st.requests, (double)(t1 - t0) / 1e9,

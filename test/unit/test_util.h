@@ -12,6 +12,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/* The monotonic clock in ns, and a sleep, for the tests that wait on other threads. */
+static inline int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000ll + t.tv_nsec;
+}
+
+static inline void sleep_us(long us)
+{
+    struct timespec t = { .tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000 };
+    nanosleep(&t, NULL);
+}
 
 /* A small deterministic PRNG (xorshift64*), so randomized tests replay identically everywhere. */
 struct rng {

@@ -96,19 +96,6 @@ struct fixture {
 
 static struct fixture *current; /* freed by teardown, also after a failed assertion */
 
-static int64_t now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000ll + t.tv_nsec;
-}
-
-static void sleep_us(long us)
-{
-    struct timespec t = { .tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000 };
-    nanosleep(&t, NULL);
-}
-
 /* ---- callbacks (hvsim's raise and log; the devices') ---- */
 
 static void record_irq(void *ctx, uint32_t vp, uint8_t vector)
