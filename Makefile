@@ -18,7 +18,9 @@ KCFLAGS := -std=gnu11 -ffreestanding -fno-pic -fno-pie -mcmodel=kernel -mno-red-
 	-fno-strict-aliasing -O2 -g -Wall -Wextra -Werror -Wno-address-of-packed-member -I. -MMD -MP
 KASFLAGS := -f elf64 -g -F dwarf
 
-KERNEL_C := $(wildcard kernel/*.c) $(wildcard arch-x86_64/*.c) $(wildcard hv/*.c) $(wildcard kmcl/*.c)
+# kmcl/server.c is the host (VSP) endpoint: hvsim and the hosted tests link it, the guest never does.
+KERNEL_C := $(wildcard kernel/*.c) $(wildcard arch-x86_64/*.c) $(wildcard hv/*.c) \
+	$(filter-out kmcl/server.c,$(wildcard kmcl/*.c))
 KERNEL_ASM := arch-x86_64/isr.asm arch-x86_64/entry.asm arch-x86_64/switch.asm arch-x86_64/trampoline_blob.asm
 KERNEL_OBJS := $(KERNEL_C:%.c=$(OBJ)/%.o) $(KERNEL_ASM:%.asm=$(OBJ)/%.o)
 APP_C := $(wildcard apps/$(APP)/*.c)

@@ -13,8 +13,9 @@
 # sources with the hvsim library (test/hosted/hosted.mk) gets it once: such a program must link
 # VMBUS_PROTO_SRCS itself, through its hv/ sources or explicitly.
 #
-# The VSPs (sim/vsp_*.c) serve their channels with kmcl's ring, packet and transaction layer, so the
-# hvsim library links those sources too (HVSIM_KMCL_SRCS, in HVSIM_LIB_SRCS). kmcl/kmcl.mk names the
+# The VSPs (sim/vsp_*.c) serve their channels with kmcl's server endpoint (kmcl/server.c, through the
+# glue in sim/vsp.c) on kmcl's ring, packet and transaction layer, so the hvsim library links those
+# sources too (HVSIM_KMCL_SRCS, in HVSIM_LIB_SRCS). kmcl/kmcl.mk names the
 # same list KMCL_RING_SRCS, but the top Makefile includes it after this file and a rule's
 # prerequisites (and := variables) expand as they are read, so the list is repeated here;
 # HVSIM_KMCL_CHECK, expanded in the recipes below (after every makefile is read), stops the build if
@@ -25,11 +26,12 @@ HVSIM_KMCL_CHECK = $(if $(filter-out $(KMCL_RING_SRCS),$(HVSIM_KMCL_SRCS))$(filt
 	$(error sim/sim.mk: HVSIM_KMCL_SRCS ($(HVSIM_KMCL_SRCS)) differs from kmcl/kmcl.mk KMCL_RING_SRCS ($(KMCL_RING_SRCS))))
 
 HVSIM_LIB_SRCS := sim/hvsim.c sim/synic.c sim/hypercall.c sim/clock.c sim/stimer.c sim/doorbell.c \
-	sim/vmbus_server.c sim/vmbus_channels.c sim/vmbus_devices.c sim/vsp_test.c $(HVSIM_KMCL_SRCS)
+	sim/vmbus_server.c sim/vmbus_channels.c sim/vmbus_devices.c sim/vsp.c sim/vsp_test.c \
+	$(HVSIM_KMCL_SRCS) kmcl/server.c
 VMBUS_PROTO_SRCS := hv/vmbus_msg.c
 HVSIM_HDRS := sim/hvsim.h sim/hvsim_internal.h sim/doorbell.h sim/vmbus_server.h sim/vmbus_internal.h \
-	sim/vsp_test.h hv/hvdefs.h hv/simdb.h hv/vmbus_proto.h \
-	kmcl/ring_format.h kmcl/ring.h kmcl/packet.h kmcl/xact.h kernel/status.h kernel/string.h
+	sim/vsp.h sim/vsp_test.h hv/hvdefs.h hv/simdb.h hv/vmbus_proto.h \
+	kmcl/ring_format.h kmcl/ring.h kmcl/packet.h kmcl/xact.h kmcl/server.h kernel/status.h kernel/string.h
 HVSIM_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -I. -pthread
 HVSIM_TSAN_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -DHOSTED -I. -fsanitize=thread -fno-omit-frame-pointer
 

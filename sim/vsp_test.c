@@ -1,53 +1,50 @@
 /*
- * vsp_test: the test device's VSP (contract and protocol: sim/vsp_test.h).
+ * vsp_test: the test device's VSP (contract and protocol: sim/vsp_test.h), on kmcl's server
+ * endpoint (kmcl/server.h) through hvsim's VSP glue (sim/vsp.h).
  *
- * Per channel: a kmcl READER endpoint on the guest -> host ring and a WRITER endpoint on the
- * host -> guest ring, a bounce buffer for packets that wrap around the end of the inbound data
- * area, and the work in progress. Each guest signal runs serve(): first the SEND_N batch still
- * owed, then the inbound ring is drained (begin_read / peek / consume / publish_read / end_read,
- * again while end_read says a packet raced in).
+ * Per channel (the kmcl server channel's client context): the instance, a pool of answer packets
+ * (each echo is one packet until its routine says it is in the ring), the SEND_N batch in progress
+ * and the GPA-direct parse storage. A SEND_N batch pauses the channel (no further request is read
+ * until the batch and its completion are out: answers keep the order of the requests) and streams
+ * its DATA packets through one packet whose completion routine sends the next; kmcl queues a packet
+ * that finds the ring full and writes it when the guest makes room, so the VSP never queues more
+ * than one DATA packet.
  *
- * Why a packet stays in the ring until all its answers are written: when the host -> guest ring is
- * full, the answer cannot be written now, and the way to wait for room is the ring's own
- * (pending_send_sz, then the guest's signal). Leaving the request unconsumed keeps the order of the
- * answers and pushes back on the guest (its ring fills) without the VSP queueing anything; `step`
- * remembers which answers of that packet are already out (ECHO writes two). A SEND_N batch is the
- * one piece of queued work: its request is consumed at once and the batch (count, size, next seq)
- * lives in the channel until written, and no further request is read meanwhile.
- *
- * The sim-side pieces come from vmbus_internal.h (as for vmbus_devices.c, this file is part of the
- * server's family): the channel's server (ch->vb) for hvsim_gpa on its model and for vb_log.
+ * Locks: kmcl's channel lock is held around every callback; the instance mutex guards only the
+ * counters and is taken inside it (never the other way round).
  */
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kmcl/packet.h"
-#include "kmcl/ring.h"
-#include "sim/vmbus_internal.h"
+#include "kmcl/server.h"
+#include "sim/vsp.h"
 #include "sim/vsp_test.h"
 
-#define PUBLISH_BATCH 32u /* inbound packets consumed between read-index publishes */
+struct hvsim_vsp_test {
+    pthread_mutex_t lock; /* the counters */
+    struct hvsim_vsp_test_stats st;
+    struct hvsim_vsp *glue;
+};
+
+struct answer {
+    struct answer *next;
+    struct kmcl_server_packet *pkt;
+    struct vsp_chan *c;
+    uint16_t type;
+};
 
 struct vsp_chan {
-    struct vsp_chan *next;
-    struct hvsim_vmbus_channel *ch; /* the key: the server's handle */
-    struct hvsim_vmbus *vb;
-    uint32_t relid;
-    bool failed;                    /* no more reads, writes or signals on this channel */
-    bool progress;                  /* serve(): something was consumed or written */
-    struct kmcl_ring in, out;
-    uint8_t *bounce;
-    uint32_t bounce_size;
-    /* The packet at the inbound read position while its answers are not all out. */
-    bool seen;                      /* counted in packets_in */
-    uint32_t step;                  /* answers of it already written */
-    /* SEND_N batch owed */
+    struct hvsim_vsp_test *v;
+    struct kmcl_server_channel *ch;
+    struct answer *free_answers;
+    bool failure_counted;
+    /* SEND_N batch in progress */
     bool job;
-    bool job_completion;            /* a completion is due after the last packet */
-    uint32_t job_status, job_left, job_count, job_size, job_seq;
-    uint64_t job_trans;
+    struct kmcl_server_incoming *job_req;
+    struct kmcl_server_packet *job_pkt;
+    uint32_t job_left, job_size, job_seq;
     uint8_t *job_buf;
     uint32_t job_buf_size;
     /* GPA-direct parse storage, grown on demand */
@@ -57,519 +54,459 @@ struct vsp_chan {
     uint32_t max_pfns;
 };
 
-struct hvsim_vsp_test {
-    pthread_mutex_t lock;           /* everything below; see the header for why and the order */
-    struct vsp_chan *chans;
-    struct hvsim_vsp_test_stats st;
-};
-
 static struct hvsim_vsp_test default_vsp = { .lock = PTHREAD_MUTEX_INITIALIZER };
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 
-/* What handling a packet or a batch came to. */
-enum outcome {
-    DONE,    /* finished (answers written or none) */
-    SKIPPED, /* write_packet: the packet can never fit the ring (too_big); not waited for */
-    FULL,    /* the host -> guest ring is full: stop, resume on the next signal */
-    FAILED,  /* the channel failed (logged) */
-};
+#define COUNT(v, field, n)                                                                                     \
+    do {                                                                                                       \
+        pthread_mutex_lock(&(v)->lock);                                                                        \
+        (v)->st.field += (n);                                                                                  \
+        pthread_mutex_unlock(&(v)->lock);                                                                      \
+    } while (0)
 
-static struct hvsim_vsp_test *instance(void *ctx)
+static status_t send_counted(struct vsp_chan *c, struct kmcl_server_packet *pkt, const void *buf, uint32_t len);
+
+/* ---- answers ---- */
+
+static void answer_done(struct kmcl_server_packet *pkt, status_t status, const void *buf, uint32_t len)
 {
-    return ctx ? ctx : &default_vsp;
+    (void)buf;
+    (void)len;
+    struct answer *a = kmcl_server_packet_get_context(pkt);
+    if (status == STATUS_OK)
+        COUNT(a->c->v, packets_out[a->type], 1);
+    a->next = a->c->free_answers;
+    a->c->free_answers = a;
 }
 
-static struct vsp_chan *find(struct hvsim_vsp_test *v, const struct hvsim_vmbus_channel *ch, struct vsp_chan ***link)
+/* Sends one in-band packet (trans_id given, no completion asked). */
+static void send_answer(struct vsp_chan *c, uint64_t trans_id, const void *payload, uint32_t len)
 {
-    for (struct vsp_chan **p = &v->chans; *p; p = &(*p)->next)
-        if ((*p)->ch == ch) {
-            if (link)
-                *link = p;
-            return *p;
+    struct answer *a = c->free_answers;
+    if (a) {
+        c->free_answers = a->next;
+    } else {
+        a = calloc(1, sizeof *a);
+        if (!a || kmcl_server_packet_allocate(c->ch, &a->pkt) != STATUS_OK) {
+            free(a);
+            kmcl_server_channel_fail(c->ch, "host out of memory for an answer");
+            return;
         }
-    return NULL;
-}
-
-static void signal_guest(struct hvsim_vsp_test *v, struct vsp_chan *c)
-{
-    if (hvsim_vmbus_signal_guest(c->ch))
-        v->st.signals_out++;
-}
-
-/* The batch still owed is dropped (close or failure). */
-static void drop_job(struct hvsim_vsp_test *v, struct vsp_chan *c)
-{
-    if (c->job) {
-        v->st.backlog -= c->job_left;
-        v->st.backlog_dropped += c->job_left;
+        a->c = c;
+        a->type = KMCL_PKT_DATA_INBAND;
+        kmcl_server_packet_set_context(a->pkt, a);
+        kmcl_server_packet_set_completion_routine(a->pkt, answer_done);
     }
-    c->job = false;
-    c->job_left = 0;
-}
-
-static void fail_channel(struct hvsim_vsp_test *v, struct vsp_chan *c, const char *which,
-                         const struct kmcl_ring_failure *f)
-{
-    if (c->failed)
-        return;
-    c->failed = true;
-    v->st.failures++;
-    drop_job(v, c);
-    vb_log(c->vb, 0,
-           "%s relid %u: %s ring failed: %s (offset 0x%x, value 0x%llx, limit 0x%llx): channel no longer served",
-           hvsim_vmbus_channel_device(c->ch)->name, c->relid, which, f && f->reason ? f->reason : "unknown",
-           f ? f->offset : 0, f ? (unsigned long long)f->value : 0ull, f ? (unsigned long long)f->limit : 0ull);
-}
-
-static void fail_in(struct hvsim_vsp_test *v, struct vsp_chan *c)
-{
-    fail_channel(v, c, "guest -> host", kmcl_ring_failure(&c->in));
-}
-
-/* Writes one packet (no type-specific header) to the guest. */
-static enum outcome write_packet(struct hvsim_vsp_test *v, struct vsp_chan *c, uint16_t type, uint64_t trans_id,
-                                 const struct kmcl_iov *iov, uint32_t iov_count)
-{
-    struct kmcl_ring_out pkt = { .type = type, .trans_id = trans_id, .iov = iov, .iov_count = iov_count };
-    bool signal = false;
-    status_t s = kmcl_ring_write(&c->out, &pkt, 0, &signal);
-    if (signal)
-        signal_guest(v, c);
-    switch (s) {
-    case STATUS_OK:
-        v->st.packets_out[type]++;
-        c->progress = true;
-        return DONE;
-    case STATUS_NO_SPACE:
-        v->st.ring_full++;
-        return FULL;
-    case STATUS_INVALID_PARAMETER:
-        v->st.too_big++;
-        return SKIPPED;
-    default: /* STATUS_BAD_DATA: the guest's read index was bad */
-        fail_channel(v, c, "host -> guest", kmcl_ring_failure(&c->out));
-        return FAILED;
+    kmcl_server_packet_set_transaction_id(a->pkt, trans_id);
+    status_t s = send_counted(c, a->pkt, payload, len);
+    if (s != STATUS_OK) {
+        if (s == STATUS_INVALID_PARAMETER)
+            COUNT(c->v, too_big, 1); /* can never fit the ring */
+        a->next = c->free_answers;
+        c->free_answers = a;
     }
 }
 
-static enum outcome write_one(struct hvsim_vsp_test *v, struct vsp_chan *c, uint16_t type, uint64_t trans_id,
-                              const void *payload, uint32_t len)
+static void complete(struct vsp_chan *c, struct kmcl_server_incoming *in, const void *buf, uint32_t len)
 {
-    struct kmcl_iov iov = { .base = payload, .len = len };
-    return write_packet(v, c, type, trans_id, &iov, 1);
+    bool want = kmcl_server_incoming_completion_requested(in);
+    struct kmcl_server_channel_stats before, after;
+    kmcl_server_channel_get_stats(c->ch, &before);
+    kmcl_server_packet_complete(in, buf, len);
+    kmcl_server_channel_get_stats(c->ch, &after);
+    if (after.queued != before.queued)
+        COUNT(c->v, ring_full, 1);
+    if (want) {
+        pthread_mutex_lock(&c->v->lock);
+        c->v->st.completions_out++;
+        c->v->st.packets_out[KMCL_PKT_COMPLETION]++;
+        pthread_mutex_unlock(&c->v->lock);
+    }
+}
+
+/* A request the device cannot serve: a completion {u32 status} if one was asked for. */
+static void refuse(struct vsp_chan *c, struct kmcl_server_incoming *in, uint32_t status)
+{
+    complete(c, in, &status, sizeof status);
 }
 
 /* ---- SEND_N batches ---- */
 
-static enum outcome run_job(struct hvsim_vsp_test *v, struct vsp_chan *c)
+static void job_finish(struct vsp_chan *c, status_t status)
 {
-    if (!c->job)
-        return DONE;
-    while (c->job_left) {
-        uint32_t seq = c->job_seq;
-        struct hvsim_vsp_test_data_header h = { .op = HVSIM_VSP_TEST_OP_DATA, .seq = seq };
-        memcpy(c->job_buf, &h, sizeof h);
-        for (uint32_t k = sizeof h; k < c->job_size; k++)
-            c->job_buf[k] = (uint8_t)(seq + k);
-        struct kmcl_iov iov = { .base = c->job_buf, .len = c->job_size };
-        enum outcome o = write_packet(v, c, KMCL_PKT_DATA_INBAND, c->job_trans, &iov, 1);
-        if (o == SKIPPED) { /* the size was checked when the batch was taken: cannot happen */
-            drop_job(v, c);
-            return DONE;
-        }
-        if (o != DONE)
-            return o;
-        c->job_seq++;
-        c->job_left--;
-        v->st.backlog--;
-        v->st.send_n_packets++;
-    }
-    if (c->job_completion) {
-        struct hvsim_vsp_test_send_n_result r = { .status = c->job_status, .count = c->job_seq };
-        enum outcome o = write_one(v, c, KMCL_PKT_COMPLETION, c->job_trans, &r, sizeof r);
-        if (o == FULL || o == FAILED)
-            return o;
-        v->st.completions_out += o == DONE;
-        c->job_completion = false;
-    }
+    struct hvsim_vsp_test_send_n_result r = { .status = HVSIM_VSP_TEST_STATUS_OK, .count = c->job_seq };
+    struct kmcl_server_incoming *req = c->job_req;
     c->job = false;
-    return DONE;
-}
-
-/* Takes a SEND_N request (the caller then runs the batch). */
-static void take_send_n(struct hvsim_vsp_test *v, struct vsp_chan *c, const struct kmcl_pkt_inband *ib)
-{
-    struct hvsim_vsp_test_send_n req;
-    if (ib->payload_len < sizeof req) {
-        v->st.bad_requests++;
+    c->job_req = NULL;
+    if (status != STATUS_OK) { /* the channel closed under the batch */
+        COUNT(c->v, backlog, -(uint64_t)c->job_left);
+        COUNT(c->v, backlog_dropped, c->job_left);
+        c->job_left = 0;
+        kmcl_server_packet_complete(req, NULL, 0);
         return;
     }
-    memcpy(&req, ib->payload, sizeof req); /* read once: the guest may still change its ring */
-    v->st.send_n_requests++;
-    /* The packet must fit this ring (8 bytes stay free) and len8's 16 bits. */
-    uint64_t need = kmcl_ring_packet_bytes(0, req.size);
-    bool ok = req.size >= sizeof(struct hvsim_vsp_test_data_header) && need <= c->out.size - 8 &&
-              need - KMCL_PKT_TRAILER_SIZE <= KMCL_PKT_MAX_LEN;
+    complete(c, req, &r, sizeof r);
+    kmcl_server_channel_start(c->ch);
+}
+
+static void job_next(struct vsp_chan *c)
+{
+    if (c->job_left == 0) {
+        job_finish(c, STATUS_OK);
+        return;
+    }
+    uint32_t seq = c->job_seq;
+    struct hvsim_vsp_test_data_header h = { .op = HVSIM_VSP_TEST_OP_DATA, .seq = seq };
+    memcpy(c->job_buf, &h, sizeof h);
+    for (uint32_t k = sizeof h; k < c->job_size; k++)
+        c->job_buf[k] = (uint8_t)(seq + k);
+    kmcl_server_packet_set_transaction_id(c->job_pkt, kmcl_server_incoming_trans_id(c->job_req));
+    if (send_counted(c, c->job_pkt, c->job_buf, c->job_size) != STATUS_OK)
+        job_finish(c, STATUS_CANCELLED); /* the channel failed or closed */
+}
+
+/* The DATA packet is in the ring (or cancelled): the next one. */
+static void job_sent(struct kmcl_server_packet *pkt, status_t status, const void *buf, uint32_t len)
+{
+    (void)buf;
+    (void)len;
+    struct vsp_chan *c = kmcl_server_packet_get_context(pkt);
+    if (!c->job)
+        return;
+    if (status != STATUS_OK) {
+        job_finish(c, status);
+        return;
+    }
+    struct hvsim_vsp_test *v = c->v;
+    pthread_mutex_lock(&v->lock);
+    v->st.packets_out[KMCL_PKT_DATA_INBAND]++;
+    v->st.send_n_packets++;
+    v->st.backlog--;
+    pthread_mutex_unlock(&v->lock);
+    c->job_seq++;
+    c->job_left--;
+    job_next(c);
+}
+
+static void take_send_n(struct vsp_chan *c, struct kmcl_server_incoming *in, const uint8_t *payload, uint32_t len)
+{
+    struct hvsim_vsp_test_send_n req;
+    if (len < sizeof req) {
+        COUNT(c->v, bad_requests, 1);
+        refuse(c, in, HVSIM_VSP_TEST_STATUS_BAD_REQUEST);
+        return;
+    }
+    memcpy(&req, payload, sizeof req); /* read once: the guest may still change its ring */
+    COUNT(c->v, send_n_requests, 1);
+    bool ok = req.size >= sizeof(struct hvsim_vsp_test_data_header) &&
+              req.size <= kmcl_server_channel_max_inband_payload(c->ch);
     if (ok && req.size > c->job_buf_size) {
         uint8_t *b = realloc(c->job_buf, req.size);
-        if (!b) {
-            ok = false;
-        } else {
+        ok = b != NULL;
+        if (b) {
             c->job_buf = b;
             c->job_buf_size = req.size;
         }
     }
-    c->job = true;
-    c->job_trans = ib->trans_id;
-    c->job_completion = ib->completion_requested;
-    c->job_seq = 0;
-    if (!ok) {
-        v->st.bad_requests++;
-        c->job_status = HVSIM_VSP_TEST_STATUS_BAD_REQUEST;
-        c->job_left = c->job_count = c->job_size = 0;
-    } else {
-        c->job_status = HVSIM_VSP_TEST_STATUS_OK;
-        c->job_left = c->job_count = req.count;
-        c->job_size = req.size;
-        v->st.backlog += req.count;
+    if (ok && !c->job_pkt) {
+        ok = kmcl_server_packet_allocate(c->ch, &c->job_pkt) == STATUS_OK;
+        if (ok) {
+            kmcl_server_packet_set_context(c->job_pkt, c);
+            kmcl_server_packet_set_completion_routine(c->job_pkt, job_sent);
+        }
     }
+    if (!ok) {
+        COUNT(c->v, bad_requests, 1);
+        struct hvsim_vsp_test_send_n_result r = { .status = HVSIM_VSP_TEST_STATUS_BAD_REQUEST, .count = 0 };
+        complete(c, in, &r, sizeof r);
+        return;
+    }
+    c->job = true;
+    c->job_req = in;
+    c->job_left = req.count;
+    c->job_size = req.size;
+    c->job_seq = 0;
+    COUNT(c->v, backlog, req.count);
+    kmcl_server_channel_pause(c->ch);
+    job_next(c);
 }
 
 /* ---- packets ---- */
 
-static enum outcome handle_inband(struct hvsim_vsp_test *v, struct vsp_chan *c, const struct kmcl_ring_packet *pkt)
+static void handle_inband(struct vsp_chan *c, struct kmcl_server_incoming *in, const uint8_t *payload, uint32_t len)
 {
-    struct kmcl_pkt_inband ib;
-    if (kmcl_pkt_parse_inband(pkt, &ib) != STATUS_OK) /* the type was checked: cannot happen */
-        return DONE;
     uint32_t op;
-    if (ib.payload_len < sizeof op) {
-        v->st.bad_requests++;
-        return DONE;
+    if (len < sizeof op) {
+        COUNT(c->v, bad_requests, 1);
+        refuse(c, in, HVSIM_VSP_TEST_STATUS_BAD_REQUEST);
+        return;
     }
-    memcpy(&op, ib.payload, sizeof op);
-    enum outcome o;
+    memcpy(&op, payload, sizeof op);
+    bool want = kmcl_server_incoming_completion_requested(in);
     switch (op) {
     case HVSIM_VSP_TEST_OP_ECHO:
-        if (c->step == 0) {
-            o = write_one(v, c, KMCL_PKT_DATA_INBAND, ib.trans_id, ib.payload, ib.payload_len);
-            if (o == FULL || o == FAILED)
-                return o;
-            v->st.echoes += o == DONE;
-            c->step = 1;
-        }
-        if (!ib.completion_requested)
-            return DONE;
-        __attribute__((fallthrough)); /* to the completion after the echo */
+        send_answer(c, kmcl_server_incoming_trans_id(in), payload, len);
+        COUNT(c->v, echoes, 1);
+        complete(c, in, payload, len); /* the completion (if asked) follows the echo */
+        return;
     case HVSIM_VSP_TEST_OP_ECHO_COMPLETION:
-        if (!ib.completion_requested) {
-            v->st.completion_unrequested++;
-            return DONE;
-        }
-        o = write_one(v, c, KMCL_PKT_COMPLETION, ib.trans_id, ib.payload, ib.payload_len);
-        if (o == FULL || o == FAILED)
-            return o;
-        v->st.completions_out += o == DONE;
-        return DONE;
+        if (!want)
+            COUNT(c->v, completion_unrequested, 1);
+        complete(c, in, payload, len);
+        return;
     case HVSIM_VSP_TEST_OP_SEND_N:
-        take_send_n(v, c, &ib);
-        return DONE;
+        take_send_n(c, in, payload, len);
+        return;
     case HVSIM_VSP_TEST_OP_SIGNAL_ONLY:
-        v->st.signal_only++;
-        signal_guest(v, c);
-        return DONE;
+        COUNT(c->v, signal_only, 1);
+        (void)kmcl_server_channel_signal(c->ch); /* counted by signalled() */
+        kmcl_server_packet_complete(in, NULL, 0); /* the flag is ignored: no completion */
+        return;
     default:
-        v->st.unknown_opcodes++;
-        return DONE;
+        COUNT(c->v, unknown_opcodes, 1);
+        refuse(c, in, HVSIM_VSP_TEST_STATUS_UNKNOWN_OPCODE);
+        return;
     }
 }
 
-static void fnv1a(uint32_t *h, const uint8_t *p, uint32_t n)
+static uint32_t fnv1a(uint32_t h, const uint8_t *p, uint32_t n)
 {
-    uint32_t x = *h;
     for (uint32_t i = 0; i < n; i++)
-        x = (x ^ p[i]) * HVSIM_VSP_TEST_FNV_PRIME;
-    *h = x;
+        h = (h ^ p[i]) * HVSIM_VSP_TEST_FNV_PRIME;
+    return h;
 }
 
-/* Checksums the ranges parsed into c's storage; false if a page is outside guest RAM. */
-static bool checksum_ranges(struct vsp_chan *c, const struct kmcl_pkt_gpa *g, struct hvsim_vsp_test_gpa_result *r)
+struct checksum {
+    uint32_t h;
+    uint64_t bytes;
+};
+
+static bool checksum_piece(void *arg, const uint8_t *p, uint32_t n)
 {
-    uint32_t h = HVSIM_VSP_TEST_FNV_BASIS;
-    uint64_t total = 0;
-    for (uint32_t i = 0; i < g->range_count; i++) {
-        const struct kmcl_gpa_range *rg = &c->ranges[i];
-        uint32_t off = rg->byte_offset, left = rg->byte_count;
-        for (uint32_t j = 0; j < rg->pfn_count && left; j++) {
-            uint64_t pfn = c->pfns[rg->pfn_first + j];
-            uint32_t n = KMCL_PAGE_SIZE - off < left ? KMCL_PAGE_SIZE - off : left;
-            if (pfn > UINT64_MAX / KMCL_PAGE_SIZE)
-                return false;
-            const uint8_t *p = hvsim_gpa(c->vb->sim, pfn * KMCL_PAGE_SIZE + off, n);
-            if (!p)
-                return false;
-            fnv1a(&h, p, n);
-            left -= n;
-            off = 0;
-        }
-        total += rg->byte_count;
-    }
-    if (total > UINT32_MAX) /* cannot be: at most 65535 pages fit a packet */
-        return false;
-    r->byte_count = (uint32_t)total;
-    r->checksum = h;
+    struct checksum *cs = arg;
+    cs->h = fnv1a(cs->h, p, n);
+    cs->bytes += n;
     return true;
 }
 
-/* Makes room for the ranges and page numbers a GPA packet has (kmcl_pkt_parse_gpa said how many). */
-static bool grow_gpa_storage(struct vsp_chan *c, uint32_t ranges, uint32_t pfns)
-{
-    if (ranges > c->max_ranges) {
-        struct kmcl_gpa_range *n = realloc(c->ranges, (size_t)ranges * sizeof *n);
-        if (!n)
-            return false;
-        c->ranges = n;
-        c->max_ranges = ranges;
-    }
-    if (pfns > c->max_pfns) {
-        uint64_t *n = realloc(c->pfns, (size_t)pfns * sizeof *n);
-        if (!n)
-            return false;
-        c->pfns = n;
-        c->max_pfns = pfns;
-    }
-    return true;
-}
-
-static enum outcome handle_gpa(struct hvsim_vsp_test *v, struct vsp_chan *c, const struct kmcl_ring_packet *pkt)
+static void handle_gpa(struct vsp_chan *c, struct kmcl_server_incoming *in)
 {
     struct kmcl_pkt_gpa g;
-    struct kmcl_ring_failure why;
     status_t s;
     for (;;) {
         g = (struct kmcl_pkt_gpa){ .ranges = c->ranges, .max_ranges = c->max_ranges, .pfns = c->pfns,
                                    .max_pfns = c->max_pfns };
-        s = kmcl_pkt_parse_gpa(pkt, &g, &why);
+        s = kmcl_server_packet_get_external_data(in, &g, NULL);
         if (s != STATUS_NO_SPACE)
             break;
-        if (!grow_gpa_storage(c, g.range_count, g.pfn_total)) {
-            why = (struct kmcl_ring_failure){ .reason = "host out of memory for the GPA ranges",
-                                              .offset = pkt->ring_offset, .value = g.pfn_total };
-            kmcl_ring_fail(&c->in, &why);
-            fail_in(v, c);
-            return FAILED;
+        if (g.range_count > c->max_ranges) {
+            struct kmcl_gpa_range *n = realloc(c->ranges, (size_t)g.range_count * sizeof *n);
+            if (!n)
+                break;
+            c->ranges = n;
+            c->max_ranges = g.range_count;
+        }
+        if (g.pfn_total > c->max_pfns) {
+            uint64_t *n = realloc(c->pfns, (size_t)g.pfn_total * sizeof *n);
+            if (!n)
+                break;
+            c->pfns = n;
+            c->max_pfns = g.pfn_total;
         }
     }
-    if (s != STATUS_OK) { /* peek checked the ranges already: cannot happen */
-        kmcl_ring_fail(&c->in, &why);
-        fail_in(v, c);
-        return FAILED;
+    if (s != STATUS_OK) { /* kmcl checked the ranges when it read the packet: only memory can fail */
+        kmcl_server_channel_fail(c->ch, "host out of memory for the GPA ranges");
+        kmcl_server_packet_complete(in, NULL, 0);
+        return;
     }
+    struct checksum cs = { .h = HVSIM_VSP_TEST_FNV_BASIS };
     struct hvsim_vsp_test_gpa_result r = { .status = HVSIM_VSP_TEST_STATUS_OK };
-    if (!checksum_ranges(c, &g, &r))
+    if (kmcl_server_gpa_for_each(c->ch, &g, UINT64_MAX, checksum_piece, &cs) != STATUS_OK || cs.bytes > UINT32_MAX)
         r = (struct hvsim_vsp_test_gpa_result){ .status = HVSIM_VSP_TEST_STATUS_BAD_RANGE };
-    if (g.completion_requested) {
-        enum outcome o = write_one(v, c, KMCL_PKT_COMPLETION, g.trans_id, &r, sizeof r);
-        if (o == FULL || o == FAILED)
-            return o; /* counted once the answer is out (a retry checksums again) */
-        v->st.completions_out += o == DONE;
+    else {
+        r.byte_count = (uint32_t)cs.bytes;
+        r.checksum = cs.h;
     }
+    struct hvsim_vsp_test *v = c->v;
+    pthread_mutex_lock(&v->lock);
     v->st.gpa_requests++;
     v->st.gpa_bytes += r.byte_count;
     if (r.status != HVSIM_VSP_TEST_STATUS_OK)
         v->st.gpa_bad_ranges++;
-    return DONE;
+    pthread_mutex_unlock(&v->lock);
+    complete(c, in, &r, sizeof r);
 }
 
-static enum outcome handle_packet(struct hvsim_vsp_test *v, struct vsp_chan *c, const struct kmcl_ring_packet *pkt)
+static void process_packet(struct kmcl_server_channel *ch, struct kmcl_server_incoming *in, const void *buf,
+                           uint32_t len, uint32_t flags)
 {
-    switch (pkt->desc.type) {
-    case KMCL_PKT_DATA_INBAND:
-        return handle_inband(v, c, pkt);
-    case KMCL_PKT_DATA_GPA_DIRECT:
-        return handle_gpa(v, c, pkt);
-    case KMCL_PKT_COMPLETION:
-        v->st.completions_in++;
-        return DONE;
-    default:
-        v->st.unknown_types++;
-        return DONE;
+    (void)flags;
+    struct vsp_chan *c = kmcl_server_channel_get_pointer_to_client_context(ch);
+    uint16_t type = kmcl_server_incoming_type(in);
+    COUNT(c->v, packets_in[type], 1);
+    if (type == KMCL_PKT_DATA_INBAND)
+        handle_inband(c, in, buf, len);
+    else if (type == KMCL_PKT_DATA_GPA_DIRECT)
+        handle_gpa(c, in);
+    else { /* transfer pages: nothing of this device's */
+        COUNT(c->v, unknown_types, 1);
+        refuse(c, in, HVSIM_VSP_TEST_STATUS_BAD_REQUEST);
     }
 }
 
-/* ---- serving a channel ---- */
+/* ---- channel life ---- */
 
-static void serve(struct hvsim_vsp_test *v, struct vsp_chan *c)
+/* Counts the channel's failure once (kmcl logged it). */
+static void note_failure(struct vsp_chan *c)
 {
-    if (c->failed)
-        return;
-    c->progress = false;
-    enum outcome o = run_job(v, c);
-    bool stalled = o == FULL;
-    if (o == FAILED)
-        return;
-    bool more = !stalled;
-    while (more) {
-        uint32_t consumed = 0;
-        kmcl_ring_begin_read(&c->in);
-        struct kmcl_ring_packet pkt;
-        status_t s = STATUS_NOT_FOUND;
-        while (!stalled && (s = kmcl_ring_peek(&c->in, &pkt, c->bounce, c->bounce_size)) == STATUS_OK) {
-            if (!c->seen) { /* first look at this packet (not a retry after a full ring) */
-                v->st.packets_in[pkt.desc.type]++;
-                c->seen = true;
-            }
-            o = handle_packet(v, c, &pkt);
-            if (o == FAILED)
-                return;
-            if (o == FULL) {
-                stalled = true;
-                break;
-            }
-            kmcl_ring_consume(&c->in);
-            c->seen = false;
-            c->step = 0;
-            c->progress = true;
-            o = run_job(v, c); /* a SEND_N just taken: its batch before the next request */
-            if (o == FAILED)
-                return;
-            stalled = o == FULL;
-            if (++consumed % PUBLISH_BATCH == 0 && kmcl_ring_publish_read(&c->in))
-                signal_guest(v, c);
-        }
-        if (!stalled && s != STATUS_NOT_FOUND) {
-            if (s == STATUS_NO_SPACE) { /* bounce is the data area's size: cannot happen */
-                struct kmcl_ring_failure why = { .reason = "packet larger than the host's bounce buffer",
-                                                 .offset = pkt.ring_offset, .value = pkt.len,
-                                                 .limit = c->bounce_size };
-                kmcl_ring_fail(&c->in, &why);
-            }
-            fail_in(v, c);
-            return;
-        }
-        bool signal_writer = false;
-        more = kmcl_ring_end_read(&c->in, &signal_writer) && !stalled;
-        if (signal_writer)
-            signal_guest(v, c);
-    }
-    /* The older contract (apps/vmbusprobe): a signal that finds nothing to do is answered. (Not
-     * when the host waits for room: the guest has packets to read and kmcl's pending_send_sz
-     * brings the next signal.) */
-    if (!c->progress && !stalled) {
-        uint64_t before = v->st.signals_out;
-        signal_guest(v, c);
-        v->st.idle_signals += v->st.signals_out - before;
+    if (!c->failure_counted && kmcl_server_channel_failed(c->ch)) {
+        c->failure_counted = true;
+        COUNT(c->v, failures, 1);
     }
 }
 
-/* ---- the device callbacks ---- */
-
-static void free_chan(struct vsp_chan *c)
+static void opened(struct kmcl_server_channel *ch)
 {
-    free(c->bounce);
+    struct vsp_chan *c = kmcl_server_channel_get_pointer_to_client_context(ch);
+    struct hvsim_vmbus_channel *vch = hvsim_vsp_vmbus_channel(ch);
+    COUNT(c->v, opens, 1);
+    COUNT(c->v, channels, 1);
+    note_failure(c);
+    /* The hazard: a packet is there before the guest sees the open result (the glue holds the
+     * signal back; the server signals after the result). */
+    if (!kmcl_server_channel_failed(ch) && hvsim_vmbus_send_on_open(vch)) {
+        struct hvsim_vsp_test_hello hello = { .op = HVSIM_VSP_TEST_OP_HELLO,
+                                              .relid = hvsim_vmbus_channel_relid(vch) };
+        send_answer(c, 0, &hello, sizeof hello);
+        COUNT(c->v, hellos, 1);
+    }
+}
+
+static status_t setup(void *ctx, struct hvsim_vmbus_channel *vch, struct kmcl_server_channel *ch)
+{
+    (void)vch;
+    struct kmcl_server_state_callbacks states = { .opened = opened };
+    status_t s = kmcl_server_channel_init_set_client_context_size(ch, sizeof(struct vsp_chan));
+    if (s == STATUS_OK)
+        s = kmcl_server_channel_init_set_process_packet_callbacks(ch, process_packet, NULL);
+    if (s == STATUS_OK)
+        s = kmcl_server_channel_init_set_state_change_callbacks(ch, &states);
+    if (s != STATUS_OK)
+        return s;
+    struct vsp_chan *c = kmcl_server_channel_get_pointer_to_client_context(ch);
+    c->v = ctx;
+    c->ch = ch;
+    return STATUS_OK;
+}
+
+/* The older contract (apps/vmbusprobe): a signal that finds nothing to do is answered. */
+static void after_interrupt(void *ctx, struct kmcl_server_channel *ch, bool did)
+{
+    struct hvsim_vsp_test *v = ctx;
+    struct vsp_chan *c = kmcl_server_channel_get_pointer_to_client_context(ch);
+    COUNT(v, signals_in, 1);
+    note_failure(c);
+    if (!did && !c->job && kmcl_server_channel_signal(ch))
+        COUNT(v, idle_signals, 1);
+}
+
+static void signalled(void *ctx, struct kmcl_server_channel *ch)
+{
+    (void)ch;
+    COUNT((struct hvsim_vsp_test *)ctx, signals_out, 1);
+}
+
+/* Sends pkt and counts it in ring_full if it had to wait for room. */
+static status_t send_counted(struct vsp_chan *c, struct kmcl_server_packet *pkt, const void *buf, uint32_t len)
+{
+    struct kmcl_server_channel_stats before, after;
+    kmcl_server_channel_get_stats(c->ch, &before);
+    status_t s = kmcl_server_packet_send(pkt, buf, len, 0);
+    kmcl_server_channel_get_stats(c->ch, &after);
+    if (after.queued != before.queued)
+        COUNT(c->v, ring_full, 1);
+    return s;
+}
+
+static void teardown(void *ctx, struct hvsim_vmbus_channel *vch, struct kmcl_server_channel *ch)
+{
+    (void)vch;
+    struct hvsim_vsp_test *v = ctx;
+    struct vsp_chan *c = kmcl_server_channel_get_pointer_to_client_context(ch);
+    struct kmcl_server_channel_stats ks;
+    kmcl_server_channel_get_stats(ch, &ks);
+    note_failure(c);
+    pthread_mutex_lock(&v->lock);
+    v->st.closes++;
+    v->st.channels--;
+    v->st.completions_in += ks.completions_in;
+    pthread_mutex_unlock(&v->lock);
+    while (c->free_answers) {
+        struct answer *a = c->free_answers;
+        c->free_answers = a->next;
+        kmcl_server_packet_free(a->pkt);
+        free(a);
+    }
+    kmcl_server_packet_free(c->job_pkt);
     free(c->job_buf);
     free(c->ranges);
     free(c->pfns);
-    free(c);
+}
+
+static const struct hvsim_vsp_ops ops = { .setup = setup, .after_interrupt = after_interrupt, .signalled = signalled,
+                                          .teardown = teardown };
+
+/* ---- instances ---- */
+
+static void default_init(void)
+{
+    default_vsp.glue = hvsim_vsp_create(&ops, &default_vsp);
+}
+
+static struct hvsim_vsp_test *instance(void *ctx)
+{
+    if (ctx)
+        return ctx;
+    pthread_once(&default_once, default_init);
+    return &default_vsp;
 }
 
 void hvsim_vsp_test_on_open(void *ctx, struct hvsim_vmbus_channel *ch, void *in_ring, uint32_t in_bytes,
                             void *out_ring, uint32_t out_bytes)
 {
     struct hvsim_vsp_test *v = instance(ctx);
-    pthread_mutex_lock(&v->lock);
-    v->st.opens++;
-    struct vsp_chan **link, *old = find(v, ch, &link);
-    if (old) { /* the server closes before it reopens: cannot happen, but never keep stale state */
-        *link = old->next;
-        drop_job(v, old);
-        free_chan(old);
-        v->st.channels--;
-    }
-    struct vsp_chan *c = calloc(1, sizeof *c);
-    if (!c) {
-        vb_log(ch->vb, 0, "%s relid %u: out of memory: channel not served", hvsim_vmbus_channel_device(ch)->name,
-               hvsim_vmbus_channel_relid(ch));
-        v->st.failures++;
-        pthread_mutex_unlock(&v->lock);
-        return;
-    }
-    c->ch = ch;
-    c->vb = ch->vb;
-    c->relid = hvsim_vmbus_channel_relid(ch);
-    c->next = v->chans;
-    v->chans = c;
-    v->st.channels++;
-
-    /* The guest initialised both rings before OPENCHANNEL: take over the indices found (checked). */
-    if (kmcl_ring_attach_pages(&c->in, KMCL_RING_READER, in_ring, in_bytes, 0) != STATUS_OK) {
-        fail_in(v, c);
-    } else if (kmcl_ring_attach_pages(&c->out, KMCL_RING_WRITER, out_ring, out_bytes, 0) != STATUS_OK) {
-        fail_channel(v, c, "host -> guest", kmcl_ring_failure(&c->out));
-    } else {
-        c->bounce_size = c->in.size;
-        c->bounce = malloc(c->bounce_size);
-        if (!c->bounce) {
-            struct kmcl_ring_failure why = { .reason = "host out of memory for the bounce buffer",
-                                             .value = c->bounce_size };
-            kmcl_ring_fail(&c->in, &why);
-            fail_in(v, c);
-        }
-    }
-    /* The hazard: a packet is there before the guest sees the open result. No signal here (it
-     * would be an interrupt before the result, another hazard): the server signals after it. */
-    if (!c->failed && hvsim_vmbus_send_on_open(ch)) {
-        struct hvsim_vsp_test_hello hello = { .op = HVSIM_VSP_TEST_OP_HELLO, .relid = c->relid };
-        struct kmcl_ring_out pkt = { .type = KMCL_PKT_DATA_INBAND,
-                                     .iov = &(struct kmcl_iov){ .base = &hello, .len = sizeof hello },
-                                     .iov_count = 1 };
-        bool signal = false;
-        status_t s = kmcl_ring_write(&c->out, &pkt, 0, &signal);
-        if (s == STATUS_OK) {
-            v->st.packets_out[KMCL_PKT_DATA_INBAND]++;
-            v->st.hellos++;
-        } else if (s == STATUS_BAD_DATA) {
-            fail_channel(v, c, "host -> guest", kmcl_ring_failure(&c->out));
-        } else {
-            v->st.ring_full++; /* a guest ring with less room than 32 bytes: no hello */
-        }
-    }
-    pthread_mutex_unlock(&v->lock);
+    if (v->glue)
+        hvsim_vsp_open(v->glue, ch, in_ring, in_bytes, out_ring, out_bytes);
 }
 
 void hvsim_vsp_test_on_close(void *ctx, struct hvsim_vmbus_channel *ch)
 {
     struct hvsim_vsp_test *v = instance(ctx);
-    pthread_mutex_lock(&v->lock);
-    v->st.closes++;
-    struct vsp_chan **link, *c = find(v, ch, &link);
-    if (c) {
-        *link = c->next;
-        drop_job(v, c);
-        free_chan(c);
-        v->st.channels--;
-    }
-    pthread_mutex_unlock(&v->lock);
+    if (v->glue)
+        hvsim_vsp_close(v->glue, ch);
 }
 
 void hvsim_vsp_test_on_signal(void *ctx, struct hvsim_vmbus_channel *ch)
 {
     struct hvsim_vsp_test *v = instance(ctx);
-    pthread_mutex_lock(&v->lock);
-    v->st.signals_in++;
-    struct vsp_chan *c = find(v, ch, NULL);
-    if (c)
-        serve(v, c);
-    pthread_mutex_unlock(&v->lock);
+    if (v->glue)
+        hvsim_vsp_signal(v->glue, ch);
 }
-
-/* ---- instances ---- */
 
 struct hvsim_vsp_test *hvsim_vsp_test_create(void)
 {
     struct hvsim_vsp_test *v = calloc(1, sizeof *v);
-    if (v && pthread_mutex_init(&v->lock, NULL) != 0) {
+    if (!v)
+        return NULL;
+    if (pthread_mutex_init(&v->lock, NULL) != 0) {
         free(v);
-        v = NULL;
+        return NULL;
+    }
+    v->glue = hvsim_vsp_create(&ops, v);
+    if (!v->glue) {
+        pthread_mutex_destroy(&v->lock);
+        free(v);
+        return NULL;
     }
     return v;
 }
@@ -578,11 +515,7 @@ void hvsim_vsp_test_destroy(struct hvsim_vsp_test *vsp)
 {
     if (!vsp || vsp == &default_vsp)
         return;
-    while (vsp->chans) { /* a server still using it broke the contract: do not leak at least */
-        struct vsp_chan *c = vsp->chans;
-        vsp->chans = c->next;
-        free_chan(c);
-    }
+    hvsim_vsp_destroy(vsp->glue);
     pthread_mutex_destroy(&vsp->lock);
     free(vsp);
 }

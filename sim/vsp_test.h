@@ -1,6 +1,6 @@
 /*
  * vsp_test: the VSP behind hvsim's test device ("hvsim-test", VMBUS_GUID_HVSIM_TEST): a small host
- * service on kmcl's ring endpoints (kmcl/ring.h, kmcl/packet.h) that answers a guest's packets so
+ * service on kmcl's server endpoint (kmcl/server.h, through sim/vsp.h) that answers a guest's packets so
  * that the guest's channel and packet engine can be tested end to end (echo, completions, bulk
  * host -> guest traffic with backpressure, GPA-direct buffers) on hvsim, hosted or under QEMU.
  *
@@ -34,25 +34,30 @@
  *                       there is room) and takes NO further guest packets until the batch is out:
  *                       answers keep their order. A bad size: no packets, counted in bad_requests,
  *                       and with the completion flag a completion {u32 status BAD_REQUEST, u32 0}.
- *                       A payload shorter than 12 bytes: dropped (bad_requests), no answer.
+ *                       A payload shorter than 12 bytes: counted in bad_requests, and with the
+ *                       completion flag a completion {u32 BAD_REQUEST}.
  *    5 SIGNAL_ONLY      no packet back: the host signals the channel (HvSignalEvent's answer in the
  *                       shape of an interrupt, for raw-VMBus probes). The completion flag is ignored.
- *    other opcodes, and payloads shorter than 4 bytes: dropped, counted (unknown_opcodes,
- *                       bad_requests); no answer, whatever the flags.
+ *    other opcodes, and payloads shorter than 4 bytes: counted (unknown_opcodes, bad_requests);
+ *                       with the completion flag, a completion {u32 UNKNOWN_OPCODE} or
+ *                       {u32 BAD_REQUEST} (every packet is completed, as KMCL requires).
  *  9 DATA_USING_GPA_DIRECT: the bytes the ranges describe (guest pages, in range order) are
  *    checksummed with 32-bit FNV-1a (offset basis 0x811c9dc5, prime 0x01000193, over each byte).
  *    With the completion flag, the answer is a completion with struct hvsim_vsp_test_gpa_result
  *    {u32 status, u32 byte_count, u32 checksum}: status 0 and the sum of the ranges' byte counts,
  *    or status BAD_RANGE (a page outside guest RAM; byte_count and checksum 0). The payload after the
  *    ranges is ignored.
- * 11 COMPLETION: counted (a guest completing a packet the host sent); nothing else.
- *  anything else (7 transfer pages, 1 SYNCH, ...): counted in unknown_types, dropped.
+ *  7 DATA_USING_XFER_PAGES: not this device's: counted in unknown_types, with the completion flag a
+ *    completion {u32 BAD_REQUEST}.
+ * 11 COMPLETION: the host asks for no completion, so any is for a transaction it never sent: the
+ *    channel fails (kmcl's rule for untrusted input; counted in completions_in only if valid).
+ *  anything else (1 SYNCH, ...): the channel fails (a packet type a server does not take).
  *
  * Flow control: answers go out in the order of the requests. An answer that does not fit the
- * host -> guest ring now is written when the guest has made room (kmcl's pending_send_sz: the
- * guest's reader signals when it publishes past it); until then its request stays in the guest ->
- * host ring and nothing after it is read, so a guest that stops reading sees its own ring fill.
- * An answer that can never fit that ring (an echo larger than it) is skipped (too_big).
+ * host -> guest ring now is queued by kmcl's server endpoint and written when the guest has made
+ * room (pending_send_sz: the guest's reader signals when it publishes past it; counted in
+ * ring_full); while anything is queued the host reads no further request, so a guest that stops
+ * reading sees its own ring fill. An echo that can never fit that ring is skipped (too_big).
  *
  * Host -> guest extras:
  *  - HVSIM_VMBUS_SEND_ON_OPEN hazard: in on_open, before the guest has the OPENCHANNEL_RESULT, the
@@ -75,22 +80,19 @@
  *
  * ---- Instances, threads, memory ----
  *
- * An instance (struct hvsim_vsp_test) holds the per-channel state (a list keyed by the server's
- * channel handle: each handle stays valid for its server's life and is unique among live servers)
- * and the counters. The device's ctx names the instance; NULL (as in hvsim_vmbus_default_devices)
- * is the process's default instance, which lives as long as the process. on_open allocates a
- * channel's state (the endpoints, a bounce buffer as large as the guest -> host ring's data area,
- * for packets that wrap around its end), on_close frees it: nothing of a channel is used after its
- * close; a batch still owed is dropped (counted in backlog_dropped).
+ * An instance (struct hvsim_vsp_test) holds the counters and the VSP glue (sim/vsp.h) that maps
+ * each open channel to a kmcl server channel, whose client context is the VSP's per-channel state
+ * (answer packets, the SEND_N batch, GPA parse storage). The device's ctx names the instance; NULL
+ * (as in hvsim_vmbus_default_devices) is the process's default instance, which lives as long as
+ * the process. on_open sets a channel up, on_close disables and frees it: nothing of a channel is
+ * used after its close; a batch still owed is dropped (counted in backlog_dropped).
  *
  * The server calls a device's callbacks on its thread, one at a time, with no lock held (on_close
- * also from hvsim_vmbus_destroy's thread, after the server thread stopped), so one server never
- * runs two callbacks of the VSP at once. An instance still has one mutex, taken around each
- * callback and by the stats: the default instance is shared by every server in the process (the
- * hosted tests run several) and the stats are read from other threads. Under it the VSP calls
- * hvsim_vmbus_signal_guest and logs (both take the hvsim mutex): the order is instance lock, then
- * hvsim's; nothing calls the VSP with hvsim's mutex held. Callbacks never block beyond that; a
- * SEND_N batch is written only as far as the ring has room.
+ * also from hvsim_vmbus_destroy's thread, after the server thread stopped). kmcl's channel lock is
+ * held around the VSP's callbacks; the instance mutex guards only the counters (the default
+ * instance is shared by every server in the process, and the stats are read from other threads)
+ * and is taken inside kmcl's lock, never around it. A SEND_N batch has at most one DATA packet
+ * queued at a time.
  *
  * Nothing from the guest is trusted: the rings through kmcl's checks; opcodes and counts are read
  * once from the packet into locals; GPA pages through hvsim_gpa (inside guest RAM, or BAD_RANGE).
@@ -116,7 +118,9 @@ enum hvsim_vsp_test_op {
 /* Completion statuses (the first u32 of the SEND_N and GPA-direct completions). */
 #define HVSIM_VSP_TEST_STATUS_OK 0u
 #define HVSIM_VSP_TEST_STATUS_BAD_RANGE 1u   /* a GPA range reaches outside guest RAM */
-#define HVSIM_VSP_TEST_STATUS_BAD_REQUEST 2u /* SEND_N with a size that cannot be sent */
+#define HVSIM_VSP_TEST_STATUS_BAD_REQUEST 2u /* SEND_N with a size that cannot be sent, a payload too
+                                                short for its opcode, a transfer-page packet */
+#define HVSIM_VSP_TEST_STATUS_UNKNOWN_OPCODE 3u
 
 /* Payload formats (this project's, not a Hyper-V protocol). */
 struct hvsim_vsp_test_send_n {

@@ -760,8 +760,10 @@ static void test_completion_echo(void **state)
             continue;
         }
         uint64_t id;
-        while (kmcl_xact_alloc(&x.t, (void *)(uintptr_t)i, &id) == STATUS_NO_SPACE) /* wait for completions */
+        while (kmcl_xact_alloc(&x.t, (void *)(uintptr_t)i, &id) == STATUS_NO_SPACE) { /* wait for completions */
+            flush(f); /* the host has taken what it can: its ring is full of answers, the rest queued */
             assert_true(rx_more(f, &g, xact_pkt, &x));
+        }
         tx_inband(f, &g, id, KMCL_PKT_FLAG_COMPLETION_REQUESTED, words, sizeof words, xact_pkt, &x);
         want_completions++;
         want_echoes += kind == 1;
@@ -1006,30 +1008,47 @@ static void test_signal_only_and_idle(void **state)
     gch_free(&g);
 }
 
-/* Unknown opcodes and types, malformed requests, and the guest's own completions: counted, dropped,
- * no answer, and the channel keeps working. */
+/* Unknown opcodes, transfer-page packets and malformed requests: counted, refused with a status
+ * completion when one was asked for (every packet is completed), nothing else; the channel keeps
+ * working. */
 static void test_unknown_and_bad_requests(void **state)
 {
     (void)state;
     struct fixture *f = fx_new(0, true);
     struct gch g;
     gch_open(f, &g, TEST_RELID, 2, 2);
+    struct {
+        uint64_t trans;
+        uint32_t status;
+    } refusals[] = { { 1, HVSIM_VSP_TEST_STATUS_UNKNOWN_OPCODE }, { 3, HVSIM_VSP_TEST_STATUS_BAD_REQUEST },
+                     { 6, HVSIM_VSP_TEST_STATUS_BAD_REQUEST } };
     tx_op(f, &g, 1, KMCL_PKT_FLAG_COMPLETION_REQUESTED, 99, no_pkt, NULL);  /* unknown opcode */
-    tx_op(f, &g, 2, 0, 0, no_pkt, NULL);                                    /* opcode 0 */
+    tx_op(f, &g, 2, 0, 0, no_pkt, NULL);                                    /* opcode 0, no flag */
     tx_inband(f, &g, 3, KMCL_PKT_FLAG_COMPLETION_REQUESTED, NULL, 0, no_pkt, NULL); /* no opcode */
-    uint32_t short_send_n[2] = { HVSIM_VSP_TEST_OP_SEND_N, 5 };             /* no size */
+    uint32_t short_send_n[2] = { HVSIM_VSP_TEST_OP_SEND_N, 5 };             /* no size, no flag */
     tx_inband(f, &g, 4, 0, short_send_n, sizeof short_send_n, no_pkt, NULL);
     uint32_t done = 0;
     struct kmcl_iov iov = { .base = &done, .len = sizeof done };
-    struct kmcl_ring_out comp = { .type = KMCL_PKT_COMPLETION, .trans_id = 5, .iov = &iov, .iov_count = 1 };
-    tx_write(f, &g, &comp, no_pkt, NULL);                                   /* the guest's completion */
     struct kmcl_xfer_range xr = { .byte_count = 8, .byte_offset = 0 };
     bool signal = false;
-    assert_int_equal(kmcl_pkt_send_xfer(&g.tx, 6, 0, 1, 0, &xr, 1, &iov, 1, 0, &signal), STATUS_OK); /* type 7 */
+    assert_int_equal(kmcl_pkt_send_xfer(&g.tx, 5, 0, 1, 0, &xr, 1, &iov, 1, 0, &signal), STATUS_OK); /* type 7 */
     if (signal)
         guest_signal(f, g.relid);
-    struct kmcl_ring_out synch = { .type = KMCL_PKT_SYNCH, .trans_id = 7, .iov = &iov, .iov_count = 1 };
-    tx_write(f, &g, &synch, no_pkt, NULL);
+    assert_int_equal(kmcl_pkt_send_xfer(&g.tx, 6, KMCL_PKT_FLAG_COMPLETION_REQUESTED, 1, 0, &xr, 1, &iov, 1, 0,
+                                        &signal),
+                     STATUS_OK);
+    if (signal)
+        guest_signal(f, g.relid);
+    for (unsigned i = 0; i < sizeof refusals / sizeof refusals[0]; i++) {
+        struct copy c = { 0 };
+        rx_one(f, &g, &c);
+        assert_int_equal(c.desc.type, KMCL_PKT_COMPLETION);
+        assert_int_equal(c.desc.trans_id, refusals[i].trans);
+        uint32_t status;
+        assert_true(c.len >= sizeof status);
+        memcpy(&status, c.payload, sizeof status);
+        assert_int_equal(status, refusals[i].status);
+    }
     expect_no_packet(f, &g);
     /* SEND_N with sizes that cannot be sent: no packets; with the flag, a BAD_REQUEST completion. */
     struct hvsim_vsp_test_send_n bad_sizes[3] = { { HVSIM_VSP_TEST_OP_SEND_N, 3, 4 },
@@ -1060,10 +1079,7 @@ static void test_unknown_and_bad_requests(void **state)
     assert_int_equal(s.unknown_opcodes, 2);
     assert_int_equal(s.bad_requests, 2 + 3);
     assert_int_equal(s.unknown_types, 2);
-    assert_int_equal(s.completions_in, 1);
-    assert_int_equal(s.packets_in[KMCL_PKT_COMPLETION], 1);
-    assert_int_equal(s.packets_in[KMCL_PKT_DATA_XFER_PAGES], 1);
-    assert_int_equal(s.packets_in[KMCL_PKT_SYNCH], 1);
+    assert_int_equal(s.packets_in[KMCL_PKT_DATA_XFER_PAGES], 2);
     assert_int_equal(s.send_n_requests, 4);
     assert_int_equal(s.send_n_packets, 2);
     assert_int_equal(s.failures, 0);
@@ -1071,8 +1087,8 @@ static void test_unknown_and_bad_requests(void **state)
     gch_free(&g);
 }
 
-/* Packets that get no answer (the guest's completions, unknown opcodes), many times the guest ->
- * host ring. The guest writes deferred (KMCL_RING_WRITE_DEFER): nothing is published, so the host
+/* Packets that get no answer (ECHO_COMPLETION and unknown opcodes without the completion flag),
+ * many times the guest -> host ring. The guest writes deferred (KMCL_RING_WRITE_DEFER): nothing is published, so the host
  * does not run, until the ring is full; then kmcl publishes the batch, asks for room
  * (pending_send_sz) and says to signal. Each round the host drains the ring and only its "room
  * again" signal wakes the guest: a host that forgets it fails here. */
@@ -1085,11 +1101,10 @@ static void test_flood_without_answers(void **state)
     static uint8_t body[400];
     unsigned waits = 0;
     for (uint32_t i = 0; i < 2000; i++) {
-        uint32_t op = i % 2 ? 1000 + i : 0; /* an unknown opcode, or a completion's status */
+        uint32_t op = i % 2 ? 1000 + i : HVSIM_VSP_TEST_OP_ECHO_COMPLETION;
         memcpy(body, &op, sizeof op);
         struct kmcl_iov iov = { .base = body, .len = 8 + (i * 56) % sizeof body };
-        struct kmcl_ring_out out = { .type = i % 2 ? KMCL_PKT_DATA_INBAND : KMCL_PKT_COMPLETION, .trans_id = i,
-                                     .iov = &iov, .iov_count = 1 };
+        struct kmcl_ring_out out = { .type = KMCL_PKT_DATA_INBAND, .trans_id = i, .iov = &iov, .iov_count = 1 };
         for (;;) {
             bool signal = false;
             status_t st = kmcl_ring_write(&g.tx, &out, KMCL_RING_WRITE_DEFER, &signal);
@@ -1110,7 +1125,7 @@ static void test_flood_without_answers(void **state)
     expect_no_packet(f, &g);
     assert_true(waits > 50); /* about 460 KB through a 4 KiB ring */
     struct hvsim_vsp_test_stats s = vstats(f);
-    assert_int_equal(s.completions_in, 1000);
+    assert_int_equal(s.completion_unrequested, 1000);
     assert_int_equal(s.unknown_opcodes, 1000);
     assert_int_equal(s.packets_out[KMCL_PKT_DATA_INBAND] + s.packets_out[KMCL_PKT_COMPLETION], 0);
     assert_true(s.signals_out >= waits);
