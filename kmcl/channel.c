@@ -27,13 +27,21 @@ enum kmcl_state { KMCL_INITIALIZING, KMCL_ENABLED, KMCL_DISABLING, KMCL_DISABLED
 #define DEFAULT_RING_PAGES 16u /* 64 KiB per direction, control page included */
 #define XACT_CAPACITY 1024u
 
+#define COMPLETION_INLINE 64u        /* completion payloads up to this size queue without allocating */
+
 struct kmcl_incoming {
-    struct list link;              /* free list, or the deferred queue */
+    struct list link;              /* free list, the deferred queue, or the completion backlog */
     struct kmcl_channel *ch;
     uint64_t trans_id;
     bool completion_requested;
-    uint32_t in_callback;          /* 1 while the executor holds it (exchange decides who retires it) */
+    uint32_t in_callback;          /* 1 while process_packet runs on it */
+    uint32_t holds;                /* who still needs it: the callback, the owner until complete, a
+                                      queued completion; retired (back to the pool) at 0 */
     bool deferred;
+    bool redelivered;              /* delivered by the worker at PASSIVE: no second deferral */
+    uint32_t completion_len;       /* a completion waiting for ring space: its payload */
+    uint8_t *completion_buf;       /* completion_inline or heap */
+    uint8_t completion_inline[COMPLETION_INLINE];
     const struct kmcl_ring_packet *view; /* during the callback: the packet (external data) */
     struct kmcl_ring_packet copy_view;   /* a deferred packet's view of its copy */
     uint8_t *copy;                       /* a deferred packet's bytes (heap) */
@@ -73,6 +81,7 @@ struct kmcl_channel {
 
     spinlock_t send_lock;
     struct list backlog;           /* packets waiting for ring space, in order */
+    struct list completion_backlog; /* completions (their incoming packets) waiting for ring space */
     struct kmcl_xact_table xacts;
     struct kmcl_xact_slot xact_slots[XACT_CAPACITY];
 
@@ -137,6 +146,7 @@ status_t kmcl_channel_allocate(struct vmbus_channel *vch, struct kmcl_channel **
     ch->out_pages = ch->in_pages = DEFAULT_RING_PAGES;
     ch->target_cpu = this_cpu() ? this_cpu()->id : 0;
     list_init(&ch->backlog);
+    list_init(&ch->completion_backlog);
     list_init(&ch->free_incoming);
     list_init(&ch->deferred);
     for (uint32_t i = 0; i < KMCL_MAX_IN_FLIGHT; i++) {
@@ -541,7 +551,12 @@ static void incoming_put(struct kmcl_incoming *in)
     in->copy = NULL;
     in->view = NULL;
     in->deferred = false;
+    in->redelivered = false;
     in->in_callback = 0;
+    in->holds = 0;
+    if (in->completion_buf != in->completion_inline)
+        kfree(in->completion_buf);
+    in->completion_buf = NULL;
     irql_t old = lock(&ch->in_lock);
     list_push_back(&ch->free_incoming, &in->link);
     unlock(&ch->in_lock, old);
@@ -557,31 +572,73 @@ static bool incoming_available(struct kmcl_channel *ch)
     return any;
 }
 
-static void send_completion(struct kmcl_channel *ch, uint64_t trans_id, const void *buf, uint32_t len)
+/* Drops one hold on an incoming packet; the last one retires it. */
+static void release(struct kmcl_incoming *in)
+{
+    if (__atomic_sub_fetch(&in->holds, 1, __ATOMIC_ACQ_REL) == 0)
+        incoming_put(in);
+}
+
+/*
+ * Writes the completion of `in`, or, if the ring is full (or completions already wait), queues it
+ * (its payload copied, the packet held) to be written when the host makes room: a completion is
+ * never lost and never waits at DISPATCH.
+ */
+static void send_completion(struct kmcl_channel *ch, struct kmcl_incoming *in, const void *buf, uint32_t len)
 {
     irql_t old = lock(&ch->send_lock);
-    bool sig = false;
-    status_t st = is_failed(ch) ? STATUS_INVALID_STATE : STATUS_NO_SPACE;
-    /* A completion must not be lost: the ring is sized for the traffic, so space comes back as the
-     * host reads; spin a bounded while for it, then give the channel up. */
-    for (int tries = 0; st == STATUS_NO_SPACE && tries < 100000 && !is_failed(ch); tries++) {
-        st = kmcl_pkt_send_completion(&ch->out, trans_id, buf, len, 0, &sig);
-        if (st == STATUS_NO_SPACE) {
-            unlock(&ch->send_lock, old);
-            if (sig)
-                signal_host(ch);
-            sig = false;
-            cpu_relax();
-            old = lock(&ch->send_lock);
-        }
+    if (is_failed(ch)) {
+        unlock(&ch->send_lock, old);
+        return;
     }
-    if (st == STATUS_OK)
+    bool sig = false;
+    status_t st = STATUS_NO_SPACE;
+    struct kmcl_iov iov = { buf, len };
+    if (list_empty(&ch->completion_backlog))
+        st = kmcl_pkt_send_completion(&ch->out, in->trans_id, &iov, 1, 0, &sig);
+    if (st == STATUS_OK) {
         stat_inc(&ch->stats.completions_out);
-    else if (!is_failed(ch))
+    } else if (st == STATUS_NO_SPACE) {
+        uint8_t *copy = len <= COMPLETION_INLINE ? in->completion_inline : kmalloc(len);
+        if (!copy) {
+            struct kmcl_ring_failure f = { "out of memory for a completion waiting for ring space", 0, len, 0 };
+            fail_channel(ch, &f, "queueing a completion");
+        } else {
+            if (len)
+                memcpy(copy, buf, len);
+            in->completion_buf = copy;
+            in->completion_len = len;
+            __atomic_add_fetch(&in->holds, 1, __ATOMIC_ACQ_REL); /* released once written */
+            list_push_back(&ch->completion_backlog, &in->link);
+            stat_inc(&ch->stats.queued_completions);
+        }
+    } else {
         fail_channel(ch, kmcl_ring_failure(&ch->out), "writing a completion");
+    }
     unlock(&ch->send_lock, old);
     if (sig)
         signal_host(ch);
+}
+
+/* Writes queued completions while they fit (send_lock held); the written ones go to `done`. */
+static void flush_completions_locked(struct kmcl_channel *ch, struct list *done, bool *sig)
+{
+    while (!list_empty(&ch->completion_backlog)) {
+        struct kmcl_incoming *in = (struct kmcl_incoming *)ch->completion_backlog.next;
+        struct kmcl_iov iov = { in->completion_buf, in->completion_len };
+        bool s = false;
+        status_t st = kmcl_pkt_send_completion(&ch->out, in->trans_id, &iov, 1, 0, &s);
+        *sig |= s;
+        if (st == STATUS_NO_SPACE)
+            return;
+        if (st != STATUS_OK) {
+            fail_channel(ch, kmcl_ring_failure(&ch->out), "writing a queued completion");
+            return;
+        }
+        list_remove(&in->link);
+        stat_inc(&ch->stats.completions_out);
+        list_push_back(done, &in->link);
+    }
 }
 
 void kmcl_channel_packet_complete(struct kmcl_incoming *in, const void *buf, uint32_t len)
@@ -592,18 +649,17 @@ void kmcl_channel_packet_complete(struct kmcl_incoming *in, const void *buf, uin
         return;
     }
     if (in->completion_requested)
-        send_completion(in->ch, in->trans_id, buf, len);
-    /* Inside (or racing with the end of) the callback the executor retires it; else we do. */
-    if (!__atomic_exchange_n(&in->in_callback, 0, __ATOMIC_ACQ_REL))
-        incoming_put(in);
+        send_completion(in->ch, in, buf, len);
+    release(in); /* the owner's hold; the callback's (if still inside) goes when it returns */
 }
 
-/* The executor, after process_packet returned: retires the packet if it was completed meanwhile. */
+/* The executor, after process_packet returned: drops the callback's hold (retiring the packet if
+ * it was completed meanwhile and its completion is written). */
 static void after_callback(struct kmcl_incoming *in)
 {
     in->view = NULL;
-    if (!__atomic_exchange_n(&in->in_callback, 0, __ATOMIC_ACQ_REL))
-        incoming_put(in);
+    __atomic_store_n(&in->in_callback, 0, __ATOMIC_RELEASE);
+    release(in);
 }
 
 void kmcl_channel_packet_fail(struct kmcl_incoming *in, status_t status)
@@ -614,8 +670,8 @@ void kmcl_channel_packet_fail(struct kmcl_incoming *in, status_t status)
 
 status_t kmcl_channel_packet_defer_to_passive(struct kmcl_incoming *in)
 {
-    if (!in->in_callback || in->deferred)
-        return STATUS_INVALID_STATE; /* only from inside process_packet, once */
+    if (!in->in_callback || in->deferred || in->redelivered)
+        return STATUS_INVALID_STATE; /* only from inside process_packet, once, and not at PASSIVE */
     in->deferred = true;
     return STATUS_OK;
 }
@@ -676,6 +732,7 @@ static bool copy_for_passive(struct kmcl_incoming *in, const struct kmcl_ring_pa
 static void deliver(struct kmcl_channel *ch, struct kmcl_incoming *in, const struct kmcl_ring_packet *p, bool passive)
 {
     in->view = p;
+    __atomic_store_n(&in->holds, 2, __ATOMIC_RELEASE); /* the callback's and the owner's */
     __atomic_store_n(&in->in_callback, 1, __ATOMIC_RELEASE);
     uint32_t flags = passive ? KMCL_PROCESS_AT_PASSIVE : 0;
     if (p->desc.type != KMCL_PKT_DATA_INBAND)
@@ -790,6 +847,7 @@ static bool drain(struct kmcl_channel *ch, uint32_t budget, bool passive)
             deliver(ch, in, &p, passive);
             if (in->deferred) {
                 in->in_callback = 0; /* nobody may complete a deferred packet */
+                in->holds = 0;       /* until the worker delivers it again */
                 in->view = NULL;
                 if (!copy_for_passive(in, &p)) {
                     struct kmcl_ring_failure f = { "out of memory for a deferred packet", p.ring_offset, p.len, 0 };
@@ -818,14 +876,18 @@ static bool drain(struct kmcl_channel *ch, uint32_t budget, bool passive)
 /* The send side's part of an interrupt: the host made room. */
 static void flush_sends(struct kmcl_channel *ch)
 {
-    struct list done;
+    struct list done, completed;
     list_init(&done);
+    list_init(&completed);
     bool sig = false;
     irql_t old = lock(&ch->send_lock);
+    flush_completions_locked(ch, &completed, &sig);
     flush_backlog_locked(ch, &done, &sig);
     unlock(&ch->send_lock, old);
     if (sig)
         signal_host(ch);
+    while (!list_empty(&completed))
+        release((struct kmcl_incoming *)list_pop_front(&completed));
     finish_flushed(&done);
 }
 
@@ -878,12 +940,8 @@ static void worker_main(void *arg)
         struct kmcl_incoming *in;
         while ((in = pop_deferred(ch)) != NULL) {
             stat_inc(&ch->stats.passive_deliveries);
+            in->redelivered = true; /* defer_to_passive refuses it now */
             deliver(ch, in, &in->copy_view, true);
-            if (in->deferred) {
-                pr_err("kmcl: %s: a packet deferred again at PASSIVE: completed with an error", ch->name);
-                in->deferred = false;
-                kmcl_channel_packet_fail(in, STATUS_INVALID_STATE);
-            }
             after_callback(in);
         }
         if (ch->at_passive && !__atomic_load_n(&ch->paused, __ATOMIC_ACQUIRE) && !is_failed(ch))
@@ -1020,6 +1078,15 @@ void kmcl_channel_disable(struct kmcl_channel *ch)
     struct kmcl_incoming *in;
     while ((in = pop_deferred(ch)) != NULL)
         incoming_put(in);
+    /* Completions still waiting for ring space: nothing to write them into any more. */
+    struct list unwritten;
+    list_init(&unwritten);
+    irql_t cold = lock(&ch->send_lock);
+    while (!list_empty(&ch->completion_backlog))
+        list_push_back(&unwritten, list_pop_front(&ch->completion_backlog));
+    unlock(&ch->send_lock, cold);
+    while (!list_empty(&unwritten))
+        release((struct kmcl_incoming *)list_pop_front(&unwritten));
     /* Sends still queued or waiting for a completion: their routines see STATUS_CANCELLED. */
     struct list cancelled;
     list_init(&cancelled);

@@ -101,7 +101,7 @@ status_t kmcl_channel_delete_gpadl(struct kmcl_channel *ch, uint32_t handle) WAR
 
 struct kmcl_channel_stats {
     uint64_t packets_in, completions_in, packets_out, completions_out, deferred, passive_deliveries, dpc_passes,
-        budget_exhausted, processing_complete_calls, queued_sends, interrupts, signals, polls;
+        budget_exhausted, processing_complete_calls, queued_sends, interrupts, signals, polls, queued_completions;
 };
 void kmcl_channel_get_stats(struct kmcl_channel *ch, struct kmcl_channel_stats *out);
 
@@ -128,11 +128,14 @@ status_t kmcl_channel_send_synchronous_request(struct kmcl_channel *ch, const vo
 
 /* ---- incoming packets ---- */
 
-/* Retires an incoming packet; if the host asked for a completion, sends one carrying buf. */
+/* Retires an incoming packet; if the host asked for a completion, sends one carrying buf. A
+ * completion that finds the ring full is copied and queued (ahead of queued packets), written when
+ * the host makes room: never lost, never waited for. */
 void kmcl_channel_packet_complete(struct kmcl_incoming *pkt, const void *buf, uint32_t len);
 /* The same with a failure status (a completion carrying {u32 status}, if one was asked for). */
 void kmcl_channel_packet_fail(struct kmcl_incoming *pkt, status_t status);
-/* Only inside process_packet: deliver this packet again at PASSIVE (in order). */
+/* Only inside process_packet, and not when it runs at PASSIVE for a deferred packet: deliver this
+ * packet again at PASSIVE (in order). STATUS_INVALID_STATE otherwise. */
 status_t kmcl_channel_packet_defer_to_passive(struct kmcl_incoming *pkt) WARN_UNUSED;
 /* Only inside process_packet, for KMCL_PROCESS_EXTERNAL_DATA: the GPA-direct ranges (pfns into
  * pfn_storage) or transfer-page ranges, checked against the packet's bounds. */

@@ -49,13 +49,15 @@ struct kmcl_server_packet {
     uint64_t trans_id;
     uint64_t fixed_id;              /* set_transaction_id */
     bool busy;                      /* sent, routine not yet run */
+    bool queued;                    /* in the out queue, not yet in the ring */
     bool xfer;
     uint16_t pageset_id;
     uint32_t range_count;
     struct kmcl_xfer_range *ranges; /* copies while queued (xfer) */
     uint32_t max_ranges;
     struct out_item item;           /* its place in the out queue (no allocation to queue a packet) */
-    uint8_t *buf;                   /* max_packet bytes: the payload while queued */
+    uint8_t *buf;                   /* buf_size bytes: the payload while queued */
+    uint32_t buf_size;              /* max_packet when allocated (init_set may raise it later) */
 };
 
 struct kmcl_server_channel {
@@ -65,6 +67,7 @@ struct kmcl_server_channel {
     uint32_t flags, max_packet, quota, in_flight;
     bool paused, failed;
     bool kick;                      /* read again when the outermost call leaves */
+    bool executing;                 /* drain_locked is on the stack: it must not nest */
     unsigned depth;                 /* nesting of API calls on the lock's owner (run_done at 0) */
     kmcl_server_process_packet_fn process_packet;
     kmcl_server_processing_complete_fn processing_complete;
@@ -156,6 +159,7 @@ static void cancel_all_locked(struct kmcl_server_channel *ch)
         ch->out_head = it->next;
         ch->st.queued_now--;
         if (it->pkt) {
+            it->pkt->queued = false;
             if (it->pkt->flags & KMCL_SERVER_SEND_WAIT_FOR_COMPLETION) {
                 void *unused;
                 status_t ignored = kmcl_xact_complete(&ch->xacts, it->pkt->trans_id, &unused);
@@ -322,7 +326,12 @@ status_t kmcl_server_channel_set_transaction_quota(struct kmcl_server_channel *c
     if (!ch || quota == 0 || quota > POOL_SIZE)
         return STATUS_INVALID_PARAMETER;
     enter(ch);
-    ch->quota = quota; /* a lower quota only stops reading; a higher one takes effect at the next read */
+    /* A lower quota only stops reading. A higher one resumes reading stopped at the old one (nothing
+     * else would: completions below the new quota do not count as freeing a slot, and the guest does
+     * not signal a reader that stopped with its interrupt mask set). */
+    if (ch->in_flight >= ch->quota && ch->in_flight < quota && ch->state == ENABLED)
+        ch->kick = true;
+    ch->quota = quota;
     leave(ch);
     return STATUS_OK;
 }
@@ -448,6 +457,8 @@ static void flush_out_locked(struct kmcl_server_channel *ch, bool *did)
             ch->out_tail = &ch->out_head;
         ch->st.queued_now--;
         *did = true;
+        if (it->pkt)
+            it->pkt->queued = false;
         written(ch, it->pkt, s);
         if (!it->pkt)
             free(it);
@@ -458,6 +469,8 @@ static void flush_out_locked(struct kmcl_server_channel *ch, bool *did)
 
 static void enqueue(struct kmcl_server_channel *ch, struct out_item *it)
 {
+    if (it->pkt)
+        it->pkt->queued = true;
     it->next = NULL;
     *ch->out_tail = it;
     ch->out_tail = &it->next;
@@ -479,6 +492,7 @@ status_t kmcl_server_packet_allocate(struct kmcl_server_channel *ch, struct kmcl
         free(p);
         return STATUS_NO_MEMORY;
     }
+    p->buf_size = ch->max_packet;
     p->ch = ch;
     p->item.pkt = p;
     *out = p;
@@ -512,6 +526,14 @@ static status_t send_common(struct kmcl_server_packet *pkt, const void *buf, uin
         kmcl_ring_packet_bytes(header, len) > (uint64_t)ch->out.size - 8 ||
         kmcl_ring_packet_bytes(header, len) - KMCL_PKT_TRAILER_SIZE > KMCL_PKT_MAX_LEN)
         return STATUS_INVALID_PARAMETER;
+    if (len > pkt->buf_size) { /* allocated before init_set_maximum_packet_size raised the maximum */
+        uint8_t *b = malloc(ch->max_packet);
+        if (!b)
+            return STATUS_NO_MEMORY;
+        free(pkt->buf);
+        pkt->buf = b;
+        pkt->buf_size = ch->max_packet;
+    }
     pkt->flags = flags;
     pkt->len = len;
     pkt->trans_id = pkt->fixed_id;
@@ -523,7 +545,8 @@ static status_t send_common(struct kmcl_server_packet *pkt, const void *buf, uin
     if (sig)
         signal_guest(ch);
     if (s == STATUS_NO_SPACE) {
-        memcpy(pkt->buf, buf, len);
+        if (len) /* buf may be NULL for an empty payload */
+            memcpy(pkt->buf, buf, len);
         enqueue(ch, &pkt->item);
         return STATUS_OK;
     }
@@ -546,9 +569,12 @@ status_t kmcl_server_packet_send(struct kmcl_server_packet *pkt, const void *buf
     if (!pkt || (flags & ~KMCL_SERVER_SEND_WAIT_FOR_COMPLETION))
         return STATUS_INVALID_PARAMETER;
     enter(pkt->ch);
-    pkt->xfer = false;
-    pkt->range_count = 0;
-    status_t s = send_common(pkt, buf, len, flags);
+    status_t s = STATUS_INVALID_PARAMETER;
+    if (!pkt->busy) { /* a queued packet's description must not change under it */
+        pkt->xfer = false;
+        pkt->range_count = 0;
+        s = send_common(pkt, buf, len, flags);
+    }
     leave(pkt->ch);
     return s;
 }
@@ -603,6 +629,14 @@ void kmcl_server_packet_complete(struct kmcl_server_incoming *in, const void *bu
         logf_(ch, "VSP bug: a packet completed twice (trans_id %llu): ignored", (unsigned long long)in->trans_id);
         leave(ch);
         return;
+    }
+    if (in->completion_requested && ch->state == ENABLED && !ch->failed &&
+        ((len && !buf) || kmcl_ring_packet_bytes(0, len) > (uint64_t)ch->out.size - 8 ||
+         kmcl_ring_packet_bytes(0, len) - KMCL_PKT_TRAILER_SIZE > KMCL_PKT_MAX_LEN)) {
+        char why[96];
+        snprintf(why, sizeof why, "VSP bug: a completion of %u bytes (trans_id %llu) can never be written", len,
+                 (unsigned long long)in->trans_id);
+        kmcl_server_channel_fail(ch, why);
     }
     if (in->completion_requested && ch->state == ENABLED && !ch->failed) {
         bool sig = false;
@@ -691,13 +725,24 @@ static bool take_completion(struct kmcl_server_channel *ch, const struct kmcl_ri
     if (kmcl_pkt_parse_completion(p, &c) != STATUS_OK)
         return true;
     void *ctx = NULL;
-    if (kmcl_xact_complete(&ch->xacts, c.trans_id, &ctx) != STATUS_OK) {
+    if (kmcl_xact_lookup(&ch->xacts, c.trans_id, &ctx) != STATUS_OK) {
         struct kmcl_ring_failure f = { "completion for a transaction id never sent or already completed",
                                        p->ring_offset, c.trans_id, 0 };
         kmcl_ring_fail(&ch->in, &f);
         fail_in(ch);
         return false;
     }
+    if (((struct kmcl_server_packet *)ctx)->queued) {
+        /* Ids are predictable (kmcl/xact.h): a guest may complete a packet still waiting for room.
+         * Taking it would let the VSP send it again while it is linked in the out queue. */
+        struct kmcl_ring_failure f = { "completion for a packet not yet written to the ring", p->ring_offset,
+                                       c.trans_id, 0 };
+        kmcl_ring_fail(&ch->in, &f);
+        fail_in(ch);
+        return false;
+    }
+    status_t found = kmcl_xact_complete(&ch->xacts, c.trans_id, &ctx);
+    (void)found;
     ch->st.completions_in++;
     struct kmcl_server_packet *pkt = ctx;
     pkt->busy = false;
@@ -709,13 +754,17 @@ static bool take_completion(struct kmcl_server_channel *ch, const struct kmcl_ri
 /* The executor's reading part (lock held). */
 static void drain_locked(struct kmcl_server_channel *ch, bool *did)
 {
-    if (ch->state != ENABLED || ch->failed)
+    /* Not from inside itself (a callback calling interrupt): the packet being delivered is not
+     * consumed yet and would be delivered again. The running drain looks again anyway. */
+    if (ch->state != ENABLED || ch->failed || ch->executing)
         return;
+    ch->executing = true;
     if (ch->flags & KMCL_SERVER_FLAG_SUPPRESS_QUEUE_MANAGEMENT) {
         if (ch->queue_cb && !ch->paused) {
             *did = true;
             ch->queue_cb(ch);
         }
+        ch->executing = false;
         return;
     }
     bool sig_writer = false;
@@ -724,16 +773,21 @@ static void drain_locked(struct kmcl_server_channel *ch, bool *did)
     for (;;) {
         if (ch->paused || ch->failed || ch->state != ENABLED)
             break;
-        if (ch->out_head) { /* answers first: read on once the guest made room */
-            ch->st.backlog_stalls++;
-            break;
-        }
-        if (ch->in_flight >= ch->quota) {
-            ch->st.quota_stalls++;
-            break;
-        }
         struct kmcl_ring_packet p;
         status_t s = kmcl_ring_peek(&ch->in, &p, ch->bounce, ch->bounce_size);
+        /* The guest's completions are always read (they free the host's packets, and the guest
+         * may be waiting for ring space to write more of them); a request only when nothing is
+         * queued for the guest (answers first) and the quota allows. */
+        if (s == STATUS_OK && p.desc.type != KMCL_PKT_COMPLETION) {
+            if (ch->out_head) {
+                ch->st.backlog_stalls++;
+                break;
+            }
+            if (ch->in_flight >= ch->quota) {
+                ch->st.quota_stalls++;
+                break;
+            }
+        }
         if (s == STATUS_NOT_FOUND) {
             if (ch->batch) {
                 ch->st.processing_complete_calls++;
@@ -792,6 +846,7 @@ static void drain_locked(struct kmcl_server_channel *ch, bool *did)
         sig_writer |= kmcl_ring_publish_read(&ch->in);
     if (sig_writer)
         signal_guest(ch);
+    ch->executing = false;
 }
 
 bool kmcl_server_channel_interrupt(struct kmcl_server_channel *ch)

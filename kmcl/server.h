@@ -18,14 +18,16 @@
  * the ring goes from non-empty to empty after at least one packet. Completions from the guest
  * complete packets sent with KMCL_SERVER_SEND_WAIT_FOR_COMPLETION and never reach process_packet.
  *
- * Flow control (a host must bound what a guest can make it queue): incoming packets are not read
+ * Flow control (a host must bound what a guest can make it queue): incoming requests are not read
  * while (a) the channel is paused, (b) the transaction quota of packets delivered and not yet
- * completed is reached (default 256; kmcl_server_channel_init_set_transaction_quota, KMCL's
+ * completed is reached (default 256; kmcl_server_channel_set_transaction_quota, KMCL's
  * VmbChannelSetTransactionQuota), or (c) anything is queued for the guest (a packet or completion
  * that found the host -> guest ring full). In each case reading resumes by itself: start, the
  * completion that frees a slot, or the guest's signal once it made the room asked for in
  * pending_send_sz. So a guest that does not read its ring sees its own ring fill, and answers keep
- * the order of the requests.
+ * the order of the requests. The guest's completions are read in case (b) and (c) too: they free
+ * the host's packets and never cause an answer, and a guest whose completions wait for room in
+ * its ring would otherwise wait for a host that waits for it.
  *
  * Sending never fails for lack of room: a packet or completion that does not fit is copied and
  * queued (in order) and written when the guest makes room. A packet's completion routine runs once

@@ -231,6 +231,98 @@ static void take_send_n(struct vsp_chan *c, struct kmcl_server_incoming *in, con
     job_next(c);
 }
 
+/* ---- SEND_N_ACKED ---- */
+
+struct acked {
+    struct vsp_chan *c;
+    struct kmcl_server_incoming *req;
+    uint32_t count, left;
+    bool failed;
+    struct kmcl_server_packet *pkts[];
+};
+
+static void acked_done(struct kmcl_server_packet *pkt, status_t status, const void *buf, uint32_t len)
+{
+    (void)buf;
+    (void)len;
+    struct acked *a = kmcl_server_packet_get_context(pkt);
+    if (status == STATUS_OK) {
+        pthread_mutex_lock(&a->c->v->lock);
+        a->c->v->st.acked_packets++;
+        a->c->v->st.packets_out[KMCL_PKT_DATA_INBAND]++;
+        pthread_mutex_unlock(&a->c->v->lock);
+    } else {
+        a->failed = true;
+    }
+    if (--a->left)
+        return;
+    struct hvsim_vsp_test_send_n_result r = { .status = a->failed ? HVSIM_VSP_TEST_STATUS_BAD_REQUEST
+                                                                   : HVSIM_VSP_TEST_STATUS_OK,
+                                              .count = a->count };
+    if (a->failed) /* cancelled: the channel closed or failed; no completion to write */
+        kmcl_server_packet_complete(a->req, NULL, 0);
+    else
+        complete(a->c, a->req, &r, sizeof r);
+    for (uint32_t i = 0; i < a->count; i++)
+        if (a->pkts[i] != pkt)
+            kmcl_server_packet_free(a->pkts[i]);
+    free(a);
+    kmcl_server_packet_free(pkt); /* its routine is over: nothing uses it after return */
+}
+
+static void take_send_n_acked(struct vsp_chan *c, struct kmcl_server_incoming *in, const uint8_t *payload, uint32_t len)
+{
+    struct hvsim_vsp_test_send_n req;
+    if (len < sizeof req) {
+        COUNT(c->v, bad_requests, 1);
+        refuse(c, in, HVSIM_VSP_TEST_STATUS_BAD_REQUEST);
+        return;
+    }
+    memcpy(&req, payload, sizeof req);
+    COUNT(c->v, acked_requests, 1);
+    struct acked *a = NULL;
+    bool ok = req.size >= sizeof(struct hvsim_vsp_test_data_header) &&
+              req.size <= kmcl_server_channel_max_inband_payload(c->ch) && req.count > 0 &&
+              req.count <= HVSIM_VSP_TEST_MAX_ACKED;
+    uint8_t *buf = ok ? malloc(req.size) : NULL;
+    if (buf)
+        a = calloc(1, sizeof *a + req.count * sizeof a->pkts[0]);
+    for (uint32_t i = 0; a && i < req.count; i++)
+        if (kmcl_server_packet_allocate(c->ch, &a->pkts[i]) != STATUS_OK)
+            ok = false;
+    if (!ok || !a) {
+        if (a)
+            for (uint32_t i = 0; i < req.count; i++)
+                kmcl_server_packet_free(a->pkts[i]);
+        free(a);
+        free(buf);
+        COUNT(c->v, bad_requests, 1);
+        struct hvsim_vsp_test_send_n_result r = { .status = HVSIM_VSP_TEST_STATUS_BAD_REQUEST, .count = 0 };
+        complete(c, in, &r, sizeof r);
+        return;
+    }
+    a->c = c;
+    a->req = in;
+    a->count = a->left = req.count;
+    for (uint32_t seq = 0; seq < req.count; seq++) {
+        struct hvsim_vsp_test_data_header h = { .op = HVSIM_VSP_TEST_OP_DATA, .seq = seq };
+        memcpy(buf, &h, sizeof h);
+        for (uint32_t k = sizeof h; k < req.size; k++)
+            buf[k] = (uint8_t)(seq + k);
+        kmcl_server_packet_set_context(a->pkts[seq], a);
+        kmcl_server_packet_set_completion_routine(a->pkts[seq], acked_done);
+        if (kmcl_server_packet_send(a->pkts[seq], buf, req.size, KMCL_SERVER_SEND_WAIT_FOR_COMPLETION) != STATUS_OK) {
+            /* the channel failed or the id table is full: the unsent ones count as cancelled */
+            a->failed = true;
+            uint32_t unsent = req.count - seq;
+            a->left -= unsent - 1;
+            acked_done(a->pkts[seq], STATUS_CANCELLED, NULL, 0); /* may free a: stop here */
+            break;
+        }
+    }
+    free(buf);
+}
+
 /* ---- packets ---- */
 
 static void handle_inband(struct vsp_chan *c, struct kmcl_server_incoming *in, const uint8_t *payload, uint32_t len)
@@ -256,6 +348,9 @@ static void handle_inband(struct vsp_chan *c, struct kmcl_server_incoming *in, c
         return;
     case HVSIM_VSP_TEST_OP_SEND_N:
         take_send_n(c, in, payload, len);
+        return;
+    case HVSIM_VSP_TEST_OP_SEND_N_ACKED:
+        take_send_n_acked(c, in, payload, len);
         return;
     case HVSIM_VSP_TEST_OP_SIGNAL_ONLY:
         COUNT(c->v, signal_only, 1);

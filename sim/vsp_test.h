@@ -36,6 +36,13 @@
  *                       and with the completion flag a completion {u32 status BAD_REQUEST, u32 0}.
  *                       A payload shorter than 12 bytes: counted in bad_requests, and with the
  *                       completion flag a completion {u32 BAD_REQUEST}.
+ *    7 SEND_N_ACKED     payload: struct hvsim_vsp_test_send_n (op 7). As SEND_N, but every DATA
+ *                       packet asks for a completion (descriptor flag bit 0; trans_id from the
+ *                       host's table), all `count` (at most HVSIM_VSP_TEST_MAX_ACKED) are sent at
+ *                       once, and the host keeps reading meanwhile (the guest's completions must get
+ *                       through): answers to later requests may come between them. When the guest
+ *                       has completed every one, with the completion flag, a completion
+ *                       {u32 status 0, u32 count}. A bad size or count: as SEND_N's.
  *    5 SIGNAL_ONLY      no packet back: the host signals the channel (HvSignalEvent's answer in the
  *                       shape of an interrupt, for raw-VMBus probes). The completion flag is ignored.
  *    other opcodes, and payloads shorter than 4 bytes: counted (unknown_opcodes, bad_requests);
@@ -113,7 +120,10 @@ enum hvsim_vsp_test_op {
     HVSIM_VSP_TEST_OP_DATA = 4,        /* host -> guest: one packet of a SEND_N batch */
     HVSIM_VSP_TEST_OP_SIGNAL_ONLY = 5,
     HVSIM_VSP_TEST_OP_HELLO = 6,       /* host -> guest: the send-on-open packet */
+    HVSIM_VSP_TEST_OP_SEND_N_ACKED = 7,
 };
+
+#define HVSIM_VSP_TEST_MAX_ACKED 1000u /* SEND_N_ACKED packets in one request (the host's id table holds 1024) */
 
 /* Completion statuses (the first u32 of the SEND_N and GPA-direct completions). */
 #define HVSIM_VSP_TEST_STATUS_OK 0u
@@ -172,6 +182,7 @@ struct hvsim_vsp_test_stats {
     uint64_t completion_unrequested;   /* ECHO_COMPLETION without the completion flag: dropped */
     uint64_t completions_in;           /* type 11 from the guest */
     uint64_t send_n_requests, send_n_packets; /* SEND_N requests taken; DATA packets sent */
+    uint64_t acked_requests, acked_packets;   /* SEND_N_ACKED requests; DATA packets the guest completed */
     uint64_t backlog;                  /* now: DATA packets owed (batches not yet written) */
     uint64_t backlog_dropped;          /* DATA packets owed by channels that closed */
     uint64_t ring_full;                /* writes that found the host -> guest ring full (then resumed) */

@@ -76,6 +76,7 @@ struct seen {
     volatile uint32_t next_seq, order_errors, deferrals, data_packets;
     volatile uint32_t states[8], nstates;
     uint32_t defer_every;  /* defer packets whose seq % defer_every == 0 (first time) */
+    uint32_t completion_len; /* bytes of completion payload on_packet gives (completion_payload) */
     uint32_t expect_cpu;   /* where packets are delivered: TARGET, or the poller's CPU */
     bool expect_passive;
 };
@@ -123,7 +124,8 @@ static void on_packet(struct kmcl_channel *ch, struct kmcl_incoming *pkt, const 
         BUMP(seen.hello);
     }
     BUMP(seen.packets);
-    kmcl_channel_packet_complete(pkt, NULL, 0);
+    static const uint8_t completion_payload[2048];
+    kmcl_channel_packet_complete(pkt, completion_payload, seen.completion_len);
     BUMP(seen.completes_in_callback);
 }
 
@@ -411,6 +413,38 @@ static void send_n(struct kmcl_channel *ch, uint32_t count, uint32_t size)
     hosted_run_on(0, free_job, s.pkt);
 }
 
+/* Completions that find the outbound ring full are queued and written when the host makes room:
+ * the host sends 1000 packets at once, each asking for a completion, into a guest whose outbound
+ * ring is one page, while it stops reading that ring as long as its own sends wait for room. With
+ * payloads above the inline size (heap copies) and below it. */
+static void test_completion_backlog(void **state)
+{
+    (void)state;
+    start();
+    uint32_t sizes[2] = { 1000, 40 };
+    for (int round = 0; round < 2; round++) {
+        struct kmcl_channel *ch = open_channel(false, 2);
+        seen.completion_len = sizes[round];
+        struct hvsim_vsp_test_send_n n = { HVSIM_VSP_TEST_OP_SEND_N_ACKED, HVSIM_VSP_TEST_MAX_ACKED, 64 };
+        struct sync y = { .ch = ch, .req = (uint8_t *)&n, .len = sizeof n, .resp_len = sizeof y.resp,
+                          .timeout_ns = 20000000000ull };
+        hosted_run_on(0, sync_job, &y);
+        assert_int_equal(y.status, STATUS_OK);
+        uint32_t result[2];
+        memcpy(result, y.resp, 8);
+        assert_int_equal(result[0], HVSIM_VSP_TEST_STATUS_OK); /* the host got every completion */
+        assert_int_equal(result[1], HVSIM_VSP_TEST_MAX_ACKED);
+        assert_int_equal(LD(seen.data_packets), HVSIM_VSP_TEST_MAX_ACKED);
+        struct kmcl_channel_stats st;
+        kmcl_channel_get_stats(ch, &st);
+        assert_true(st.queued_completions > 0); /* the ring really was full */
+        assert_int_equal(st.completions_out, HVSIM_VSP_TEST_MAX_ACKED);
+        assert_false(kmcl_channel_failed(ch));
+        close_channel(ch);
+    }
+    stop();
+}
+
 static void test_defer_to_passive_keeps_order(void **state)
 {
     (void)state;
@@ -611,6 +645,7 @@ int main(void)
         cmocka_unit_test(test_passive_channel),
         cmocka_unit_test(test_gpa_direct),
         cmocka_unit_test(test_send_backlog),
+        cmocka_unit_test(test_completion_backlog),
         cmocka_unit_test(test_disable_cancels_outstanding),
         cmocka_unit_test(test_corrupt_ring_fails_channel),
         cmocka_unit_test(test_polling),
