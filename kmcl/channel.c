@@ -66,6 +66,8 @@ struct kmcl_channel {
     char name[32];
     uint32_t max_packet, max_ext_bytes, max_ext_ranges, out_pages, in_pages, target_cpu;
     bool at_passive, paused, polling;
+    uint32_t flags;                /* KMCL_CHANNEL_FLAG_* */
+    kmcl_queue_fn queue_cb;        /* suppressed queue management */
     uint32_t poll_cpu;
     struct thread *poller;
     bool failed;                   /* sticky; atomic: read on every path from any CPU */
@@ -242,6 +244,47 @@ status_t kmcl_channel_init_set_process_packet_callbacks(struct kmcl_channel *ch,
     ch->process_packet = process_packet;
     ch->processing_complete = processing_complete;
     return STATUS_OK;
+}
+
+static void signal_host(struct kmcl_channel *ch);
+static void take_completion(struct kmcl_channel *ch, const struct kmcl_ring_packet *p);
+
+status_t kmcl_channel_init_set_flags(struct kmcl_channel *ch, uint32_t flags)
+{
+    INIT_ONLY(ch);
+    if (flags & ~KMCL_CHANNEL_FLAG_SUPPRESS_QUEUE_MANAGEMENT)
+        return STATUS_INVALID_PARAMETER;
+    ch->flags = flags;
+    return STATUS_OK;
+}
+
+status_t kmcl_channel_init_set_queue_callback(struct kmcl_channel *ch, kmcl_queue_fn fn)
+{
+    INIT_ONLY(ch);
+    if (!fn)
+        return STATUS_INVALID_PARAMETER;
+    ch->queue_cb = fn;
+    return STATUS_OK;
+}
+
+struct kmcl_ring *kmcl_channel_inbound_ring(struct kmcl_channel *ch) { return &ch->in; }
+
+void kmcl_channel_signal(struct kmcl_channel *ch)
+{
+    signal_host(ch);
+}
+
+status_t kmcl_channel_complete_transaction(struct kmcl_channel *ch, const struct kmcl_ring_packet *p)
+{
+    if (p->desc.type != KMCL_PKT_COMPLETION)
+        return STATUS_INVALID_PARAMETER;
+    take_completion(ch, p);
+    return is_failed(ch) ? STATUS_BAD_DATA : STATUS_OK;
+}
+
+void kmcl_channel_report_failure(struct kmcl_channel *ch)
+{
+    fail_channel(ch, kmcl_ring_failure(&ch->in), "reading the inbound ring (suppressed queue management)");
 }
 
 status_t kmcl_channel_init_set_state_change_callbacks(struct kmcl_channel *ch, const struct kmcl_state_callbacks *cbs)
@@ -901,7 +944,10 @@ static void channel_dpc(struct dpc *d, void *ctx)
         flush_sends(ch);
         if (ch->polling)
             ; /* the poller reads the ring; a signal still flushed the sends above */
-        else if (ch->at_passive)
+        else if (ch->flags & KMCL_CHANNEL_FLAG_SUPPRESS_QUEUE_MANAGEMENT) {
+            if (!__atomic_load_n(&ch->paused, __ATOMIC_ACQUIRE) && ch->queue_cb(ch))
+                dpc_queue(&ch->dpc); /* the driver stopped with packets left: again, after other DPCs */
+        } else if (ch->at_passive)
             event_set(&ch->work);
         else if (!__atomic_load_n(&ch->paused, __ATOMIC_ACQUIRE) && drain(ch, KMCL_DRAIN_BUDGET, false))
             dpc_queue(&ch->dpc); /* budget used up: let other DPCs run, then go on */
@@ -983,7 +1029,9 @@ static void poller_main(void *arg)
 status_t kmcl_channel_enable(struct kmcl_channel *ch)
 {
     IRQL_ASSERT_MAX(IRQL_PASSIVE);
-    if (!ch || ch->state != KMCL_INITIALIZING || !ch->process_packet)
+    bool suppressed = ch && (ch->flags & KMCL_CHANNEL_FLAG_SUPPRESS_QUEUE_MANAGEMENT);
+    if (!ch || ch->state != KMCL_INITIALIZING || (suppressed ? !ch->queue_cb || ch->at_passive || ch->polling
+                                                             : !ch->process_packet))
         return STATUS_INVALID_PARAMETER;
     ch->bounce_size = ch->in_pages * 4096;
     ch->bounce = kmalloc(ch->bounce_size);

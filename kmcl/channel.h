@@ -87,6 +87,26 @@ status_t kmcl_channel_set_incoming_processing_at_passive(struct kmcl_channel *ch
  * DISPATCH there) with the host's interrupts masked in the ring (interrupt_mask stays set), so no
  * signal and no SynIC interrupt is involved; the CPU is given to the channel. Init only. */
 status_t kmcl_channel_init_set_polling(struct kmcl_channel *ch, uint32_t cpu) WARN_UNUSED;
+/* Queue-management suppression (KMCL_CHANNEL_FLAG_SUPPRESS_QUEUE_MANAGEMENT, init only): kmcl does
+ * not read the inbound ring. On each host signal the channel's DPC (at DISPATCH, on the target
+ * CPU) first writes queued sends, then calls the queue callback, which reads the ring itself
+ * through kmcl_channel_inbound_ring with kmcl/ring.h's rules (begin_read, peek, consume,
+ * publish/end_read), signals the host with kmcl_channel_signal when those say so, hands the host's
+ * completions to kmcl_channel_complete_transaction (so packets sent with wait-for-completion still
+ * complete) and calls kmcl_channel_report_failure when the ring fails. Returning true queues the
+ * DPC again (the driver stopped with packets left). process_packet and processing_complete are
+ * not used; not with polling or passive processing. For drivers with their own batching. */
+#define KMCL_CHANNEL_FLAG_SUPPRESS_QUEUE_MANAGEMENT 0x1u
+typedef bool (*kmcl_queue_fn)(struct kmcl_channel *ch);
+status_t kmcl_channel_init_set_flags(struct kmcl_channel *ch, uint32_t flags) WARN_UNUSED;
+status_t kmcl_channel_init_set_queue_callback(struct kmcl_channel *ch, kmcl_queue_fn fn) WARN_UNUSED;
+struct kmcl_ring *kmcl_channel_inbound_ring(struct kmcl_channel *ch);
+void kmcl_channel_signal(struct kmcl_channel *ch);
+/* A completion packet read from the inbound ring: completes the packet it answers (STATUS_BAD_DATA:
+ * no such transaction, the channel failed). */
+status_t kmcl_channel_complete_transaction(struct kmcl_channel *ch, const struct kmcl_ring_packet *p) WARN_UNUSED;
+/* The inbound ring failed under the driver's reading: the channel is marked FAILED (logged). */
+void kmcl_channel_report_failure(struct kmcl_channel *ch);
 status_t kmcl_channel_enable(struct kmcl_channel *ch) WARN_UNUSED;
 void kmcl_channel_disable(struct kmcl_channel *ch);
 void kmcl_channel_pause(struct kmcl_channel *ch);

@@ -142,11 +142,48 @@ static void st_post(struct kmcl_channel *ch) { (void)ch; seen.states[seen.nstate
 static void st_suspend(struct kmcl_channel *ch) { (void)ch; seen.states[seen.nstates++ & 7] = 4; }
 static void st_closed(struct kmcl_channel *ch) { (void)ch; seen.states[seen.nstates++ & 7] = 5; }
 
+/* Suppressed queue management: the driver's own reader. */
+static volatile uint32_t raw_calls, raw_echoes, raw_completions, raw_wrong_irql;
+static uint8_t raw_bounce[16 * 4096];
+
+static bool raw_queue(struct kmcl_channel *ch)
+{
+    BUMP(raw_calls);
+    if (irql_current() != IRQL_DISPATCH || this_cpu()->id != TARGET)
+        BUMP(raw_wrong_irql);
+    struct kmcl_ring *r = kmcl_channel_inbound_ring(ch);
+    bool more;
+    do {
+        kmcl_ring_begin_read(r);
+        struct kmcl_ring_packet p;
+        status_t s;
+        while ((s = kmcl_ring_peek(r, &p, raw_bounce, sizeof raw_bounce)) == STATUS_OK) {
+            if (p.desc.type == KMCL_PKT_COMPLETION) {
+                if (kmcl_channel_complete_transaction(ch, &p) != STATUS_OK)
+                    return false;
+                BUMP(raw_completions);
+            } else {
+                BUMP(raw_echoes);
+            }
+            kmcl_ring_consume(r);
+        }
+        if (s != STATUS_NOT_FOUND) {
+            kmcl_channel_report_failure(ch);
+            return false;
+        }
+        bool signal = false;
+        more = kmcl_ring_end_read(r, &signal);
+        if (signal)
+            kmcl_channel_signal(ch);
+    } while (more);
+    return false;
+}
+
 /* ---- guest jobs (on VP 0) ---- */
 
 struct job {
     struct kmcl_channel *ch;
-    bool at_passive, polling;
+    bool at_passive, polling, suppressed;
     uint32_t out_pages;
     status_t status;
 };
@@ -192,6 +229,10 @@ static void open_job(void *arg)
         s = kmcl_channel_set_incoming_processing_at_passive(ch, j->at_passive);
     if (s == STATUS_OK && j->polling)
         s = kmcl_channel_init_set_polling(ch, POLL_CPU);
+    if (s == STATUS_OK && j->suppressed)
+        s = kmcl_channel_init_set_flags(ch, KMCL_CHANNEL_FLAG_SUPPRESS_QUEUE_MANAGEMENT);
+    if (s == STATUS_OK && j->suppressed)
+        s = kmcl_channel_init_set_queue_callback(ch, raw_queue);
     if (s == STATUS_OK)
         s = kmcl_channel_enable(ch);
     j->status = s;
@@ -202,6 +243,17 @@ static struct kmcl_channel *open_channel_with(bool at_passive, uint32_t out_page
     memset(&seen, 0, sizeof seen);
     seen.expect_cpu = polling ? POLL_CPU : TARGET;
     struct job j = { .at_passive = at_passive, .out_pages = out_pages, .polling = polling };
+    hosted_run_on(0, open_job, &j);
+    assert_int_equal(j.status, STATUS_OK);
+    open_ch = j.ch;
+    return j.ch;
+}
+
+static struct kmcl_channel *open_suppressed(void)
+{
+    memset(&seen, 0, sizeof seen);
+    seen.expect_cpu = TARGET;
+    struct job j = { .suppressed = true };
     hosted_run_on(0, open_job, &j);
     assert_int_equal(j.status, STATUS_OK);
     open_ch = j.ch;
@@ -445,6 +497,40 @@ static void test_completion_backlog(void **state)
     stop();
 }
 
+/* Queue-management suppression: kmcl never parses the inbound ring or calls process_packet; the
+ * driver's queue callback reads it raw on the target CPU at DISPATCH, and hands the host's
+ * completions back so that wait-for-completion sends still complete. */
+#define RAW_N 200u
+static void test_suppressed_queue_management(void **state)
+{
+    (void)state;
+    start();
+    raw_calls = raw_echoes = raw_completions = raw_wrong_irql = 0;
+    struct kmcl_channel *ch = open_suppressed();
+    routines = 0;
+    static struct send s[RAW_N];
+    static uint8_t buf[RAW_N][64];
+    for (uint32_t i = 0; i < RAW_N; i++) {
+        uint32_t op = HVSIM_VSP_TEST_OP_ECHO;
+        memcpy(buf[i], &op, 4);
+        memset(buf[i] + 4, (int)i, sizeof buf[i] - 4);
+        s[i] = (struct send){ .ch = ch, .buf = buf[i], .len = sizeof buf[i], .flags = KMCL_SEND_WAIT_FOR_COMPLETION };
+        hosted_run_on(0, send_job, &s[i]);
+        assert_int_equal(s[i].status, STATUS_OK);
+    }
+    assert_true(wait_until(&routines, RAW_N)); /* every completion reached its packet */
+    assert_true(wait_until(&raw_echoes, RAW_N));
+    assert_int_equal(LD(raw_completions), RAW_N);
+    assert_true(LD(raw_calls) > 0);
+    assert_int_equal(LD(raw_wrong_irql), 0);
+    assert_int_equal(LD(seen.packets), 0); /* process_packet never ran */
+    assert_false(kmcl_channel_failed(ch));
+    for (uint32_t i = 0; i < RAW_N; i++)
+        hosted_run_on(0, free_job, s[i].pkt);
+    close_channel(ch);
+    stop();
+}
+
 static void test_defer_to_passive_keeps_order(void **state)
 {
     (void)state;
@@ -646,6 +732,7 @@ int main(void)
         cmocka_unit_test(test_gpa_direct),
         cmocka_unit_test(test_send_backlog),
         cmocka_unit_test(test_completion_backlog),
+        cmocka_unit_test(test_suppressed_queue_management),
         cmocka_unit_test(test_disable_cancels_outstanding),
         cmocka_unit_test(test_corrupt_ring_fails_channel),
         cmocka_unit_test(test_polling),
