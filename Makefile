@@ -158,5 +158,6 @@ clean:
 include sim/sim.mk
 include test/hosted/hosted.mk
 include kmcl/kmcl.mk
+include apps/netvsc/proto.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
