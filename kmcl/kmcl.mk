@@ -37,3 +37,19 @@ BENCHES += bench-kmcl
 
 # `make unit` also builds the TSan variant (test_ring itself is in UNIT_TESTS by its name).
 unit: $(BUILD)/test/test_ring_tsan
+
+# ---- the server endpoint (kmcl/server.h; hosted only, not in the kernel image) ----
+#   $(BUILD)/test/test_kmcl_server        cmocka tests incl. a three-thread stress test, ASan/UBSan
+#   $(BUILD)/test/test_kmcl_server_tsan   the same under ThreadSanitizer
+KMCL_SERVER_TEST_DEPS := test/unit/test_kmcl_server.c kmcl/server.c kmcl/server.h $(KMCL_RING_SRCS) $(KMCL_RING_HDRS) \
+	kernel/status.c test/unit/test_util.h
+
+$(BUILD)/test/test_kmcl_server: $(KMCL_SERVER_TEST_DEPS) | deps
+	@mkdir -p $(@D)
+	$(CC) $(HOST_CFLAGS) -pthread $< kmcl/server.c $(KMCL_RING_SRCS) kernel/status.c -o $@ -lcmocka
+
+$(BUILD)/test/test_kmcl_server_tsan: $(KMCL_SERVER_TEST_DEPS) | deps
+	@mkdir -p $(@D)
+	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< kmcl/server.c $(KMCL_RING_SRCS) kernel/status.c -o $@ -lcmocka
+
+unit: $(BUILD)/test/test_kmcl_server_tsan

@@ -103,17 +103,27 @@ static void flush_out_locked(struct kmcl_server_channel *ch, bool *did);
 static void drain_locked(struct kmcl_server_channel *ch, bool *did);
 static void run_cancelled(struct kmcl_server_channel *ch);
 
+/* Runs the routines of packets that reached the ring, in order; only at depth 1 (the outermost
+ * call, or the executor between packets), so that a routine sending the next packet of a stream
+ * adds to the list instead of recursing. */
+static void run_done(struct kmcl_server_channel *ch)
+{
+    while (ch->done_head) {
+        struct kmcl_server_packet *p = ch->done_head;
+        ch->done_head = p->done_next;
+        if (!ch->done_head)
+            ch->done_tail = &ch->done_head;
+        p->busy = false;
+        if (p->routine)
+            p->routine(p, STATUS_OK, NULL, 0);
+    }
+}
+
 static void leave(struct kmcl_server_channel *ch)
 {
     while (ch->depth == 1) {
         if (ch->done_head) {
-            struct kmcl_server_packet *p = ch->done_head;
-            ch->done_head = p->done_next;
-            if (!ch->done_head)
-                ch->done_tail = &ch->done_head;
-            p->busy = false;
-            if (p->routine)
-                p->routine(p, STATUS_OK, NULL, 0);
+            run_done(ch);
         } else if (ch->cancel_head) {
             run_cancelled(ch);
         } else if (ch->kick) { /* reading may go on (start, a slot back under the quota) */
@@ -751,6 +761,16 @@ static bool take_completion(struct kmcl_server_channel *ch, const struct kmcl_ri
     return true;
 }
 
+status_t kmcl_server_channel_complete_transaction(struct kmcl_server_channel *ch, const struct kmcl_ring_packet *p)
+{
+    if (!p || p->desc.type != KMCL_PKT_COMPLETION)
+        return STATUS_INVALID_PARAMETER;
+    enter(ch);
+    bool ok = ch->state == ENABLED && !ch->failed && take_completion(ch, p);
+    leave(ch);
+    return ok ? STATUS_OK : STATUS_BAD_DATA;
+}
+
 /* The executor's reading part (lock held). */
 static void drain_locked(struct kmcl_server_channel *ch, bool *did)
 {
@@ -841,6 +861,11 @@ static void drain_locked(struct kmcl_server_channel *ch, bool *did)
             sig_writer |= kmcl_ring_publish_read(&ch->in);
         if (n % KMCL_SERVER_DRAIN_BUDGET == 0)
             flush_out_locked(ch, did);
+        /* Routines of what process_packet sent run now, not when the executor's call returns: a
+         * drain lasts as long as the guest keeps writing, and a VSP that recycles its packets in
+         * their routines would otherwise allocate one per request meanwhile. */
+        if (ch->depth == 1)
+            run_done(ch);
     }
     if (!ch->failed)
         sig_writer |= kmcl_ring_publish_read(&ch->in);

@@ -32,9 +32,13 @@
  * Sending never fails for lack of room: a packet or completion that does not fit is copied and
  * queued (in order) and written when the guest makes room. A packet's completion routine runs once
  * the packet is in the ring, or, with KMCL_SERVER_SEND_WAIT_FOR_COMPLETION, when the guest's
- * completion arrives (its payload passed on), or with STATUS_CANCELLED at disable. Routines of
- * packets placed in the ring run after the call that placed them returns its lock, on that thread,
- * one after the other (a routine that sends the next packet of a stream does not recurse).
+ * completion arrives (its payload passed on), or with STATUS_CANCELLED when the channel fails or is
+ * disabled (by the time disable returns). Routines of packets placed in the ring run on that
+ * thread, still holding the lock, one after the other, once the call that placed them returned: when
+ * the outermost call of this API is about to return (the send itself, or the interrupt, start or
+ * complete whose executor wrote a queued packet), or, for packets sent from process_packet, by the
+ * executor after that process_packet returned (before the next packet). A routine that sends the
+ * next packet of a stream does not recurse.
  *
  * Queue-management suppression (KMCL_SERVER_FLAG_SUPPRESS_QUEUE_MANAGEMENT, init only): the
  * endpoint does not read the inbound ring at all; each interrupt calls the queue callback instead,
@@ -113,7 +117,8 @@ status_t kmcl_server_channel_init_set_queue_callback(struct kmcl_server_channel 
 status_t kmcl_server_channel_init_set_state_change_callbacks(struct kmcl_server_channel *ch,
                                                               const struct kmcl_server_state_callbacks *cbs) WARN_UNUSED;
 /* May be called at any time; a lower quota than the packets in flight just stops reading until
- * enough are completed (KMCL's rule). quota > 0. */
+ * enough are completed (KMCL's rule); a higher one resumes reading stopped at the old one.
+ * 0 < quota <= 4 * KMCL_SERVER_DEFAULT_QUOTA. */
 status_t kmcl_server_channel_set_transaction_quota(struct kmcl_server_channel *ch, uint32_t quota) WARN_UNUSED;
 /* The guest opened the channel: in_ring is the guest -> host ring (control page + data), out_ring
  * the host -> guest one, both valid until disable returns. Failure to attach (bad indices left by
@@ -144,6 +149,11 @@ bool kmcl_server_channel_signal(struct kmcl_server_channel *ch);
 /* Suppressed queue management only: the guest -> host ring, to be read under the channel's rules
  * (from the queue callback, or with kmcl_server_channel_lock held). */
 struct kmcl_ring *kmcl_server_channel_inbound_ring(struct kmcl_server_channel *ch);
+/* Suppressed queue management: a completion packet the VSP read from the inbound ring completes
+ * the packet it answers (its routine runs). STATUS_BAD_DATA: no such transaction (the channel
+ * failed, logged). */
+status_t kmcl_server_channel_complete_transaction(struct kmcl_server_channel *ch, const struct kmcl_ring_packet *p)
+    WARN_UNUSED;
 void kmcl_server_channel_lock(struct kmcl_server_channel *ch);
 void kmcl_server_channel_unlock(struct kmcl_server_channel *ch);
 
