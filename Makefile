@@ -23,7 +23,14 @@ KERNEL_C := $(wildcard kernel/*.c) $(wildcard arch-x86_64/*.c) $(wildcard hv/*.c
 	$(filter-out kmcl/server.c,$(wildcard kmcl/*.c))
 KERNEL_ASM := arch-x86_64/isr.asm arch-x86_64/entry.asm arch-x86_64/switch.asm arch-x86_64/trampoline_blob.asm
 KERNEL_OBJS := $(KERNEL_C:%.c=$(OBJ)/%.o) $(KERNEL_ASM:%.asm=$(OBJ)/%.o)
+# An application may use driver libraries: apps/<app>/libs.mk sets APP_LIBS (e.g. netvsc net), whose
+# apps/<lib>/*.c are compiled into its image with its own sources.
+APP_LIBS :=
+-include apps/$(APP)/libs.mk
 APP_C := $(wildcard apps/$(APP)/*.c)
+ifneq ($(APP_C),)
+APP_C += $(foreach l,$(APP_LIBS),$(wildcard apps/$(l)/*.c))
+endif
 ifeq ($(APP_C),)
 $(error APP=$(APP): no application in apps/$(APP)/ (have: $(notdir $(wildcard apps/*))))
 endif
@@ -159,5 +166,6 @@ include sim/sim.mk
 include test/hosted/hosted.mk
 include kmcl/kmcl.mk
 include apps/netvsc/proto.mk
+include apps/net/net.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
