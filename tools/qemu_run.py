@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
@@ -91,13 +92,17 @@ def start_hvsim(hvsim, hvsim_args, tmp, mem, smp):
 
 
 def run(disk, smp=2, mem="256M", cmdline=None, timeout=None, log=None, quiet=False, extra=(), raw=False,
-        screendump=None, hvsim=None, hvsim_args=()):
+        screendump=None, hvsim=None, hvsim_args=(), driver=None):
     """Returns (status, output). status: the guest's exit status, 124 on timeout; with raw=True,
     QEMU's own exit code instead (0 after an ACPI power-off, status*2+1 after isa-debug-exit).
     screendump=(regex, ppm_path): once the serial output matches regex, save the screen to
     ppm_path and stop QEMU (status 0 if the dump was written, 126 if not).
     hvsim=path: run the hvsim program beside QEMU (guest RAM shared, doorbell on COM2); its output
-    joins the serial output; if it dies first, QEMU is stopped and the status is 120."""
+    joins the serial output; if it dies first, QEMU is stopped and the status is 120.
+    driver=(regex, fn): once the output matches regex, fn(output) runs on a thread while the guest
+    goes on (output() returns everything printed so far) (a test that talks to the guest over the network); its return value, or the
+    exception it raised, is stored in driver_result["value"] / ["error"] (a dict given as
+    driver[2] if there is one)."""
     with tempfile.TemporaryDirectory(prefix="hvrt-qemu-") as tmp:
         vars_fd = os.path.join(tmp, "vars.fd")
         shutil.copyfile(OVMF_VARS, vars_fd)
@@ -118,6 +123,14 @@ def run(disk, smp=2, mem="256M", cmdline=None, timeout=None, log=None, quiet=Fal
         start = time.monotonic()
         os.set_blocking(proc.stdout.fileno(), False)
         timed_out = sim_crashed = False
+        driver_thread = None
+        driver_result = driver[2] if driver and len(driver) > 2 else {}
+
+        def drive():
+            try:
+                driver_result["value"] = driver[1](lambda: bytes(out).decode("utf-8", "replace").replace("\r\n", "\n"))
+            except Exception as e:  # reported to the test, not lost on the thread
+                driver_result["error"] = e
 
         def take(pipe):
             try:
@@ -146,6 +159,9 @@ def run(disk, smp=2, mem="256M", cmdline=None, timeout=None, log=None, quiet=Fal
                     proc.kill()
                     proc.wait()
                     break
+            if driver and not driver_thread and re.search(driver[0], out.decode("utf-8", "replace")):
+                driver_thread = threading.Thread(target=drive, daemon=True)
+                driver_thread.start()
             if got:
                 continue
             if proc.poll() is not None:
@@ -162,6 +178,8 @@ def run(disk, smp=2, mem="256M", cmdline=None, timeout=None, log=None, quiet=Fal
                 proc.kill()
                 proc.wait()
                 break
+        if driver_thread:
+            driver_thread.join(timeout=30)
         rest = proc.stdout.read() or b""
         out += rest
         if rest and not quiet:

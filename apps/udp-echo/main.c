@@ -7,7 +7,9 @@
  *
  * Command line: port=7, ip=A.B.C.D/N and gw=A.B.C.D (static; without ip= DHCP), seconds=N (run N
  * seconds, then exit 0; default: forever), report=5 (seconds between counter lines, 0: never),
- * queues=N (0: one per CPU), nvsp=61|6|5|4|2|1 (the newest NVSP version to ask for), rxbuf=KiB.
+ * queues=N (0: one per CPU), nvsp=61|6|5|4|2|1 (the newest NVSP version to ask for), rxbuf=KiB,
+ * quit_port=N (off by default: a datagram "quit" to that UDP port ends the appliance cleanly, for
+ * tests that want its exit counters).
  */
 #include "apps/net/net.h"
 #include "apps/netvsc/netvsc.h"
@@ -24,7 +26,8 @@
 #include "kernel/thread.h"
 
 const char *const app_name = "udp-echo";
-const char *const app_cmdline_keys[] = { "port", "ip", "gw", "seconds", "report", "queues", "nvsp", "rxbuf", NULL };
+const char *const app_cmdline_keys[] = { "port",  "ip",    "gw",        "seconds", "report", "queues",
+                                         "nvsp",  "rxbuf", "quit_port", NULL };
 
 #define TICK_NS 100000000ull
 #define LAT_BUCKETS 64 /* log2 histogram of the receive-to-send time in ns */
@@ -41,7 +44,7 @@ static struct netvsc *nic;
 static spinlock_t net_lock = SPINLOCK_INIT;
 static irql_t net_lock_irql;
 static struct queue_stats qs[NETVSC_MAX_QUEUES];
-static volatile bool link_event, link_state;
+static volatile bool link_event, link_state, quit;
 
 /* ---- the stack's ops ---- */
 
@@ -110,6 +113,17 @@ static void echo(struct net_if *n, uint32_t queue, const struct net_udp_meta *m,
     if (ns > q->lat_max)
         q->lat_max = ns;
     q->hist[ns ? 63 - __builtin_clzll(ns) : 0]++;
+}
+
+static void on_quit(struct net_if *n, uint32_t queue, const struct net_udp_meta *m, const void *payload,
+                    uint32_t len, void *arg)
+{
+    (void)n;
+    (void)queue;
+    (void)m;
+    (void)arg;
+    if (len >= 4 && memcmp(payload, "quit", 4) == 0)
+        quit = true;
 }
 
 /* ---- reports ---- */
@@ -226,6 +240,9 @@ int app_main(void)
     uint16_t port = (uint16_t)cmdline_u64(cl, "port", 7, 1, 65535);
     if (s == STATUS_OK)
         s = net_udp_bind(&nif, port, echo, NULL);
+    uint64_t quit_port = cmdline_u64(cl, "quit_port", 0, 0, 65535);
+    if (s == STATUS_OK && quit_port)
+        s = net_udp_bind(&nif, (uint16_t)quit_port, on_quit, NULL);
     if (s != STATUS_OK) {
         kprintf("udp-echo: the stack did not start: %s\n", status_name(s));
         netvsc_detach(nic);
@@ -276,6 +293,10 @@ int app_main(void)
         }
         if (seconds && now - start >= seconds * 1000000000ull)
             break;
+        if (quit) {
+            kprintf("udp-echo: quit requested on udp port %llu\n", (unsigned long long)quit_port);
+            break;
+        }
     }
     report("exit");
     netvsc_detach(nic);
