@@ -147,7 +147,10 @@ def run_unit(build, res):
         for c in dict.fromkeys(bad_cases):
             res.add(False, f"unit {name}: {c}", "see the output above")
         if p.returncode != 0 or (not ok_cases and not bad_cases):
-            print(out[-4000:])
+            # cmocka's lines and the tests' own, without hvsim's chatter, so the failed assertion
+            # (file:line) is in what CI shows.
+            lines = [l for l in out.splitlines() if not l.startswith(("hvsim: ", "[ RUN", "[       OK"))]
+            print("\n".join(lines)[-6000:])
             if not bad_cases:
                 res.add(False, f"unit {name}", f"exit status {p.returncode} (crash or sanitizer report)")
 

@@ -323,9 +323,26 @@ static void free_job(void *arg)
     kmcl_packet_free(arg);
 }
 
+/* Generous: under ThreadSanitizer on a loaded 2-core CI machine hundreds of round trips through
+ * hvsim can take many seconds; a lost packet still fails, just later. On a timeout the channel's
+ * counters are printed so the log says where things stopped. */
 static bool wait_until(volatile uint32_t *v, uint32_t want)
 {
-    return hosted_wait_count(v, want, 10000);
+    if (hosted_wait_count(v, want, 60000))
+        return true;
+    fprintf(stderr, "wait_until: %u of %u\n", __atomic_load_n(v, __ATOMIC_ACQUIRE), want);
+    if (open_ch) {
+        struct kmcl_channel_stats st;
+        kmcl_channel_get_stats(open_ch, &st);
+        fprintf(stderr, "  channel: in %llu completions_in %llu out %llu completions_out %llu queued_sends %llu "
+                "queued_completions %llu interrupts %llu signals %llu dpc_passes %llu failed %d\n",
+                (unsigned long long)st.packets_in, (unsigned long long)st.completions_in,
+                (unsigned long long)st.packets_out, (unsigned long long)st.completions_out,
+                (unsigned long long)st.queued_sends, (unsigned long long)st.queued_completions,
+                (unsigned long long)st.interrupts, (unsigned long long)st.signals,
+                (unsigned long long)st.dpc_passes, kmcl_channel_failed(open_ch));
+    }
+    return false;
 }
 
 /* ---- tests ---- */
