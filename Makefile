@@ -147,6 +147,7 @@ test: deps
 	@$(MAKE) --no-print-directory APP=hello all vhdx
 	@$(MAKE) --no-print-directory APP=hvprobe all
 	@$(MAKE) --no-print-directory APP=vmbusprobe all
+	@$(MAKE) --no-print-directory APP=udp-echo all
 	@$(MAKE) --no-print-directory unit $(FUZZERS) $(BUILD)/sim/hvsim
 	@python3 test/run_tests.py --build $(BUILD) --fuzz-seconds $(or $(FUZZ_SECONDS),10)
 
@@ -167,5 +168,6 @@ include test/hosted/hosted.mk
 include kmcl/kmcl.mk
 include apps/netvsc/proto.mk
 include apps/net/net.mk
+include apps/netvsc/netvsc.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

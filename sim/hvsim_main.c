@@ -5,16 +5,22 @@
  *         [--recommend-no-aeoi] [--no-reference-tsc] [--deny-privilege NAME]... [--verbose]
  *         [--crash-after-kicks N] [--no-vmbus | [--vmbus-version X.Y] [--vmbus-hazard NAME]...
  *         [--vmbus-delay-us N] [--vmbus-rescind-after-ms DEVICE:MS]]
+ *         [--no-net | [--net-forward HOSTPORT:GUESTPORT]... [--net-control PORT] [--nvsp-version X]
+ *         [--net-queues N] [--net-mac MAC] [--net-lease-s N] [--net-rx-compact] [--net-tap IFNAME]]
  *
  * Creates and maps the guest RAM file (QEMU maps the same file with share=on), listens on a unix
  * socket for QEMU's doorbell UART (-chardev socket,path=PATH), accepts one connection and serves the
  * protocol of hv/simdb.h until QEMU disconnects (exit 0, one line of stats) or SIGTERM/SIGINT (exit
  * 0). Errors exit non-zero with a message. The model itself is the library (sim/hvsim.h), with
  * its VMBus server (sim/vmbus_server.h, created with each model unless --no-vmbus); the protocol
- * pieces are sim/doorbell.h; this file is only the process around them.
+ * pieces are sim/doorbell.h; this file is only the process around them. The synthetic NIC is served
+ * by the netvsp (sim/netvsp.h) behind the user-mode gateway (sim/netgw.h) or a TAP device, unless
+ * --no-net or --no-vmbus: both live for the whole run (across guest reboots), and the device table
+ * the VMBus servers get is a copy of the default one with the NIC bound to the netvsp.
  *
  * Threads: this one reads the socket and serves requests; the library's timer thread runs the
- * synthetic timers, the VMBus server's thread its channel messages. Interrupts (raised with the model's lock held, from either thread) set the
+ * synthetic timers, the VMBus server's thread its channel messages, the gateway's thread the network
+ * sockets. Interrupts (raised with the model's lock held, from either thread) set the
  * vector in the mailbox and bump an eventfd; only this thread writes SIMDB_IRQ bytes to the socket,
  * so a slow QEMU never blocks the model.
  */
@@ -39,7 +45,10 @@
 
 #include "hv/simdb.h"
 #include "sim/doorbell.h"
+#include "apps/netvsc/nvsp_proto.h"
 #include "sim/hvsim.h"
+#include "sim/netgw.h"
+#include "sim/netvsp.h"
 #include "sim/vmbus_server.h"
 
 /* The status of a simulated crash (--crash-after-kicks). */
@@ -72,6 +81,18 @@ struct server {
     uint32_t vmbus_version;    /* the last version a guest negotiated */
     uint64_t hellos, kicks, irq_bytes;
     uint64_t crash_after_kicks; /* 0: never. Else die abruptly on that kick (tests the launcher) */
+    /* the network: the netvsp serves the NIC unless no_net (or no_vmbus) */
+    bool no_net;
+    struct hvsim_netvsp_config net_cfg;
+    struct hvsim_netgw_forward forwards[HVSIM_NETGW_MAX_FORWARDS];
+    uint32_t forward_count;
+    bool net_control;
+    uint16_t net_control_port;
+    uint32_t net_lease_s;
+    const char *net_tap;
+    struct hvsim_netvsp *netvsp;
+    struct hvsim_netgw *netgw;
+    struct hvsim_vmbus_device *devices; /* the default table with the NIC bound to netvsp */
 };
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -93,6 +114,9 @@ static void usage(void)
             "             [--recommend-no-aeoi] [--no-reference-tsc] [--deny-privilege NAME]... [--verbose]\n"
             "             [--crash-after-kicks N] [--no-vmbus | [--vmbus-version X.Y] [--vmbus-hazard NAME]...\n"
             "             [--vmbus-delay-us N] [--vmbus-rescind-after-ms DEVICE:MS]]\n"
+            "             [--no-net | [--net-forward HOSTPORT:GUESTPORT]... [--net-control PORT]\n"
+            "             [--nvsp-version X] [--net-queues N] [--net-mac MAC] [--net-lease-s N]\n"
+            "             [--net-rx-compact] [--net-tap IFNAME]]\n"
             "  BYTES takes a K, M or G suffix; privilege names: partition-refcount synic stimer hypercall\n"
             "  vp-index reference-tsc frequency-msrs post-messages signal-events\n"
             "  --crash-after-kicks N: exit at once with status %d on the guest's Nth doorbell kick, without\n"
@@ -104,7 +128,16 @@ static void usage(void)
             "  delay-responses reorder-responses rescind-during-open bad-offers unasked-responses\n"
             "  --vmbus-delay-us N: the delay (delay-responses) or reordering window (reorder-responses)\n"
             "  --vmbus-rescind-after-ms DEVICE:MS: rescind DEVICE (netvsc storvsc heartbeat shutdown timesync\n"
-            "  kvp hvsim-test) MS ms after its channel first opened\n",
+            "  kvp hvsim-test) MS ms after its channel first opened\n"
+            "  The synthetic NIC is served by hvsim's netvsp behind a user-mode gateway (10.0.2.2, the guest\n"
+            "  10.0.2.15 by DHCP) unless --no-net:\n"
+            "  --net-forward HOSTPORT:GUESTPORT: UDP 127.0.0.1:HOSTPORT to the guest's GUESTPORT (repeatable)\n"
+            "  --net-control PORT: text commands on UDP 127.0.0.1:PORT (ping N [SIZE], link up|down, stats)\n"
+            "  --nvsp-version X: the newest NVSP version accepted (default 6.1): 1 2 4 5 6 6.1\n"
+            "  --net-queues N: 1..8 queues (the primary + sub-channels on request), default 1\n"
+            "  --net-mac MAC: the NIC's address (default 00:15:5d:00:00:01); --net-lease-s N: the DHCP lease\n"
+            "  --net-rx-compact: received frames right after their RNDIS header (default: openvmm's layout)\n"
+            "  --net-tap IFNAME: frames to and from a TAP device instead of the gateway (CAP_NET_ADMIN)\n",
             CRASH_STATUS);
 }
 
@@ -133,6 +166,23 @@ static const struct {
 };
 
 #define MAX_DELAY_US 10000000ul  /* 10 s */
+#define MAX_LEASE_S 864000ul     /* 10 days */
+
+static const struct {
+    const char *name;
+    uint32_t version;
+} nvsp_versions[] = {
+    { "1", NVSP_VERSION_1 }, { "2", NVSP_VERSION_2 }, { "4", NVSP_VERSION_4 },
+    { "5", NVSP_VERSION_5 }, { "6", NVSP_VERSION_6 }, { "6.1", NVSP_VERSION_61 },
+};
+
+static uint32_t nvsp_version_named(const char *name)
+{
+    for (size_t i = 0; i < sizeof nvsp_versions / sizeof nvsp_versions[0]; i++)
+        if (strcmp(name, nvsp_versions[i].name) == 0)
+            return nvsp_versions[i].version;
+    return 0;
+}
 #define MAX_RESCIND_MS 3600000ul /* an hour */
 
 static uint32_t vmbus_version_named(const char *name)
@@ -161,6 +211,42 @@ static bool parse_count(const char *s, unsigned long max, uint32_t *out)
         return false;
     *out = (uint32_t)v;
     return true;
+}
+
+/* A port number 1..65535 (0 too with allow_zero). */
+static bool parse_port(const char *s, bool allow_zero, uint16_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || *s == '-' || *s == '+' || v > 65535 || (!allow_zero && v == 0))
+        return false;
+    *out = (uint16_t)v;
+    return true;
+}
+
+/* "HOSTPORT:GUESTPORT". */
+static bool parse_forward(const char *arg, struct hvsim_netgw_forward *f)
+{
+    char host[8];
+    const char *colon = strchr(arg, ':');
+    if (!colon || colon == arg || (size_t)(colon - arg) >= sizeof host)
+        return false;
+    memcpy(host, arg, (size_t)(colon - arg));
+    host[colon - arg] = '\0';
+    return parse_port(host, false, &f->host_port) && parse_port(colon + 1, false, &f->guest_port);
+}
+
+/* "aa:bb:cc:dd:ee:ff", unicast. */
+static bool parse_mac(const char *s, uint8_t mac[6])
+{
+    unsigned v[6];
+    char extra;
+    if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &extra) != 6)
+        return false;
+    for (int i = 0; i < 6; i++)
+        mac[i] = (uint8_t)v[i];
+    return !(mac[0] & 1) && (mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]);
 }
 
 /* "DEVICE:MS": a default device's name and a delay. */
@@ -232,7 +318,8 @@ static void parse_args(struct server *s, int argc, char **argv)
 {
     enum { OPT_MEM = 256, OPT_MEM_SIZE, OPT_SOCKET, OPT_VCPUS, OPT_NO_DIRECT, OPT_NO_AEOI, OPT_NO_TSC, OPT_DENY,
            OPT_VERBOSE, OPT_CRASH, OPT_NO_VMBUS, OPT_VMBUS_VERSION, OPT_VMBUS_HAZARD, OPT_VMBUS_DELAY,
-           OPT_VMBUS_RESCIND };
+           OPT_VMBUS_RESCIND, OPT_NO_NET, OPT_NET_FORWARD, OPT_NET_CONTROL, OPT_NVSP_VERSION, OPT_NET_QUEUES,
+           OPT_NET_MAC, OPT_NET_LEASE, OPT_NET_COMPACT, OPT_NET_TAP };
     static const struct option opts[] = {
         { "mem", required_argument, NULL, OPT_MEM },
         { "mem-size", required_argument, NULL, OPT_MEM_SIZE },
@@ -249,11 +336,21 @@ static void parse_args(struct server *s, int argc, char **argv)
         { "vmbus-hazard", required_argument, NULL, OPT_VMBUS_HAZARD },
         { "vmbus-delay-us", required_argument, NULL, OPT_VMBUS_DELAY },
         { "vmbus-rescind-after-ms", required_argument, NULL, OPT_VMBUS_RESCIND },
+        { "no-net", no_argument, NULL, OPT_NO_NET },
+        { "net-forward", required_argument, NULL, OPT_NET_FORWARD },
+        { "net-control", required_argument, NULL, OPT_NET_CONTROL },
+        { "nvsp-version", required_argument, NULL, OPT_NVSP_VERSION },
+        { "net-queues", required_argument, NULL, OPT_NET_QUEUES },
+        { "net-mac", required_argument, NULL, OPT_NET_MAC },
+        { "net-lease-s", required_argument, NULL, OPT_NET_LEASE },
+        { "net-rx-compact", no_argument, NULL, OPT_NET_COMPACT },
+        { "net-tap", required_argument, NULL, OPT_NET_TAP },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     int c;
     bool vmbus_options = false; /* any --vmbus-*: contradicts --no-vmbus */
+    bool net_options = false;   /* any --net-* / --nvsp-*: contradicts --no-net and --no-vmbus */
     s->vmbus_cfg.devices = hvsim_vmbus_default_devices;
     s->vmbus_cfg.device_count = hvsim_vmbus_default_device_count;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -351,6 +448,69 @@ static void parse_args(struct server *s, int argc, char **argv)
                 exit(2);
             }
             break;
+        case OPT_NO_NET:
+            s->no_net = true;
+            break;
+        case OPT_NET_FORWARD:
+            net_options = true;
+            if (s->forward_count == HVSIM_NETGW_MAX_FORWARDS) {
+                say("--net-forward: at most %u forwards", HVSIM_NETGW_MAX_FORWARDS);
+                exit(2);
+            }
+            if (!parse_forward(optarg, &s->forwards[s->forward_count])) {
+                say("--net-forward %s: expected HOSTPORT:GUESTPORT, each 1..65535", optarg);
+                exit(2);
+            }
+            s->forward_count++;
+            break;
+        case OPT_NET_CONTROL:
+            net_options = true;
+            if (!parse_port(optarg, false, &s->net_control_port)) {
+                say("--net-control %s: expected a port 1..65535", optarg);
+                exit(2);
+            }
+            s->net_control = true;
+            break;
+        case OPT_NVSP_VERSION:
+            net_options = true;
+            if (!(s->net_cfg.max_version = nvsp_version_named(optarg))) {
+                say("--nvsp-version %s: not an NVSP version (1 2 4 5 6 6.1)", optarg);
+                exit(2);
+            }
+            break;
+        case OPT_NET_QUEUES:
+            net_options = true;
+            if (!parse_count(optarg, HVSIM_NETVSP_MAX_QUEUES, &s->net_cfg.queues)) {
+                say("--net-queues %s: expected 1..%u", optarg, HVSIM_NETVSP_MAX_QUEUES);
+                exit(2);
+            }
+            break;
+        case OPT_NET_MAC:
+            net_options = true;
+            if (!parse_mac(optarg, s->net_cfg.mac)) {
+                say("--net-mac %s: expected a unicast address like 00:15:5d:00:00:01", optarg);
+                exit(2);
+            }
+            break;
+        case OPT_NET_LEASE:
+            net_options = true;
+            if (!parse_count(optarg, MAX_LEASE_S, &s->net_lease_s)) {
+                say("--net-lease-s %s: expected 1..%lu", optarg, MAX_LEASE_S);
+                exit(2);
+            }
+            break;
+        case OPT_NET_COMPACT:
+            net_options = true;
+            s->net_cfg.rx_compact = true;
+            break;
+        case OPT_NET_TAP:
+            net_options = true;
+            if (!*optarg || strlen(optarg) >= 16) {
+                say("--net-tap %s: expected an interface name of 1..15 characters", optarg);
+                exit(2);
+            }
+            s->net_tap = optarg;
+            break;
         case 'h':
             usage();
             exit(0);
@@ -365,6 +525,14 @@ static void parse_args(struct server *s, int argc, char **argv)
     }
     if (s->no_vmbus && vmbus_options) {
         say("--no-vmbus contradicts the --vmbus-* options");
+        exit(2);
+    }
+    if ((s->no_vmbus || s->no_net) && net_options) {
+        say("%s contradicts the --net-* and --nvsp-version options", s->no_vmbus ? "--no-vmbus" : "--no-net");
+        exit(2);
+    }
+    if (s->net_tap && (s->forward_count || s->net_lease_s)) {
+        say("--net-tap replaces the gateway: --net-forward and --net-lease-s do not apply");
         exit(2);
     }
     if (s->vmbus_cfg.response_delay_us &&
@@ -428,9 +596,20 @@ static void destroy_model(struct server *s)
     s->sim = NULL;
 }
 
+static void destroy_net(struct server *s)
+{
+    hvsim_netgw_destroy(s->netgw); /* detaches from the netvsp first */
+    s->netgw = NULL;
+    hvsim_netvsp_destroy(s->netvsp); /* after every VMBus server that used it */
+    s->netvsp = NULL;
+    free(s->devices);
+    s->devices = NULL;
+}
+
 static void cleanup(struct server *s)
 {
     destroy_model(s);
+    destroy_net(s);
     if (s->conn_fd >= 0)
         close(s->conn_fd);
     if (s->listen_fd >= 0)
@@ -589,6 +768,40 @@ static void on_kick(void *ctx)
     simdb_serve(s->sim, s->mailbox, s->vp_count, NULL, NULL);
 }
 
+/* The netvsp, its gateway (or TAP device) and the device table with the NIC bound to it. Failures
+ * (a port in use, no TAP permission) exit with status 1 before QEMU is waited for. */
+static void start_net(struct server *s)
+{
+    if (s->no_vmbus || s->no_net)
+        return;
+    s->netvsp = hvsim_netvsp_create(&s->net_cfg);
+    s->devices = calloc(hvsim_vmbus_default_device_count, sizeof *s->devices);
+    if (!s->netvsp || !s->devices)
+        fail(s, "cannot create the netvsp");
+    for (uint32_t i = 0; i < hvsim_vmbus_default_device_count; i++)
+        s->devices[i] = hvsim_vmbus_default_devices[i];
+    struct hvsim_vmbus_device nic = hvsim_netvsp_device(s->netvsp);
+    for (uint32_t i = 0; i < hvsim_vmbus_default_device_count; i++)
+        if (strcmp(s->devices[i].name, nic.name) == 0)
+            s->devices[i] = nic;
+    s->vmbus_cfg.devices = s->devices;
+    struct hvsim_netgw_config gc = { .nv = s->netvsp, .forwards = s->forwards, .forward_count = s->forward_count,
+                                     .control = s->net_control, .control_port = s->net_control_port,
+                                     .lease_s = s->net_lease_s, .tap = s->net_tap };
+    char err[256];
+    s->netgw = hvsim_netgw_create(&gc, err, sizeof err);
+    if (!s->netgw)
+        fail(s, "net: %s", err);
+    uint8_t mac[6];
+    hvsim_netvsp_mac(s->netvsp, mac);
+    say("net: NIC %02x:%02x:%02x:%02x:%02x:%02x, %s", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5],
+        s->net_tap ? "TAP mode" : "gateway 10.0.2.2, guest 10.0.2.15 (DHCP)");
+    for (uint32_t i = 0; i < s->forward_count; i++)
+        say("net: 127.0.0.1:%u/udp -> guest port %u", hvsim_netgw_forward_port(s->netgw, i), s->forwards[i].guest_port);
+    if (s->net_control)
+        say("net: control on 127.0.0.1:%u/udp", hvsim_netgw_control_port(s->netgw));
+}
+
 /* Waits for QEMU to connect (or a signal: false). */
 static bool accept_peer(struct server *s)
 {
@@ -672,6 +885,7 @@ int main(int argc, char **argv)
     if (s.signal_fd < 0 || s.irq_fd < 0)
         fail(&s, "signalfd/eventfd: %s", strerror(errno));
 
+    start_net(&s);
     map_memory(&s);
     listen_socket(&s);
     say("listening on %s", s.socket_path);
@@ -685,6 +899,20 @@ int main(int argc, char **argv)
     }
 
     destroy_model(&s);
+    if (s.netvsp) {
+        struct hvsim_netvsp_stats ns;
+        char line[1024];
+        hvsim_netvsp_get_stats(s.netvsp, &ns);
+        hvsim_netvsp_format_stats(&ns, line, sizeof line);
+        say("exit: netvsp: %s", line);
+    }
+    if (s.netgw) {
+        struct hvsim_netgw_stats gs;
+        char line[1024];
+        hvsim_netgw_get_stats(s.netgw, &gs);
+        hvsim_netgw_format_stats(&gs, line, sizeof line);
+        say("exit: gateway: %s", line);
+    }
     const struct hvsim_stats *t = &s.totals;
     const struct hvsim_vmbus_stats *v = &s.vmbus_totals;
     say("exit: %llu HELLOs, %llu kicks, %llu hypercalls (%llu posts ok, %llu failed, %llu signals), "

@@ -6,6 +6,7 @@
 #   $(BUILD)/test/test_hvsim_tsan   the same tests under ThreadSanitizer
 #   $(BUILD)/test/test_vmbus_server[_tsan]  the VMBus server's tests, the same two ways
 #   $(BUILD)/test/test_vsp_test[_tsan]      the test device's VSP (sim/vsp_test.c), the same two ways
+#   $(BUILD)/test/test_netvsp[_tsan]        the netvsp (sim/netvsp.c) and the gateway (sim/netgw.c)
 #   $(BUILD)/fuzz/fuzz_simdb        libFuzzer harness for the doorbell byte parser
 #
 # The VMBus server uses the shared message checker hv/vmbus_msg.c, which the guest's VMBus layer links
@@ -25,54 +26,74 @@ HVSIM_KMCL_SRCS := kmcl/ring.c kmcl/packet.c kmcl/xact.c
 HVSIM_KMCL_CHECK = $(if $(filter-out $(KMCL_RING_SRCS),$(HVSIM_KMCL_SRCS))$(filter-out $(HVSIM_KMCL_SRCS),$(KMCL_RING_SRCS)),\
 	$(error sim/sim.mk: HVSIM_KMCL_SRCS ($(HVSIM_KMCL_SRCS)) differs from kmcl/kmcl.mk KMCL_RING_SRCS ($(KMCL_RING_SRCS))))
 
+# The netvsp (sim/netvsp.c) checks and builds NVSP and RNDIS with the guest driver's shared code
+# (apps/netvsc/nvsp_msg.c, rndis_msg.c), so the library links those two as well (HVSIM_NETVSC_SRCS,
+# checked against apps/netvsc/proto.mk's NETVSC_PROTO_SRCS the same way as the kmcl list). A program
+# that links HVSIM_LIB_SRCS beside the guest's netvsc sources must drop the duplicates ($(sort ...)).
+HVSIM_NETVSC_SRCS := apps/netvsc/nvsp_msg.c apps/netvsc/rndis_msg.c
+HVSIM_NETVSC_CHECK = $(if $(filter-out $(NETVSC_PROTO_SRCS),$(HVSIM_NETVSC_SRCS))$(filter-out $(HVSIM_NETVSC_SRCS),$(NETVSC_PROTO_SRCS)),\
+	$(error sim/sim.mk: HVSIM_NETVSC_SRCS ($(HVSIM_NETVSC_SRCS)) differs from apps/netvsc/proto.mk NETVSC_PROTO_SRCS ($(NETVSC_PROTO_SRCS))))
+
 HVSIM_LIB_SRCS := sim/hvsim.c sim/synic.c sim/hypercall.c sim/clock.c sim/stimer.c sim/doorbell.c \
-	sim/vmbus_server.c sim/vmbus_channels.c sim/vmbus_devices.c sim/vsp.c sim/vsp_test.c \
-	$(HVSIM_KMCL_SRCS) kmcl/server.c
+	sim/vmbus_server.c sim/vmbus_channels.c sim/vmbus_devices.c sim/vsp.c sim/vsp_test.c sim/netvsp.c sim/netgw.c \
+	$(HVSIM_KMCL_SRCS) kmcl/server.c $(HVSIM_NETVSC_SRCS)
 VMBUS_PROTO_SRCS := hv/vmbus_msg.c
 HVSIM_HDRS := sim/hvsim.h sim/hvsim_internal.h sim/doorbell.h sim/vmbus_server.h sim/vmbus_internal.h \
-	sim/vsp.h sim/vsp_test.h hv/hvdefs.h hv/simdb.h hv/vmbus_proto.h \
-	kmcl/ring_format.h kmcl/ring.h kmcl/packet.h kmcl/xact.h kmcl/server.h kernel/status.h kernel/string.h
+	sim/vsp.h sim/vsp_test.h sim/netvsp.h sim/netgw.h hv/hvdefs.h hv/simdb.h hv/vmbus_proto.h \
+	kmcl/ring_format.h kmcl/ring.h kmcl/packet.h kmcl/xact.h kmcl/server.h kernel/status.h kernel/string.h \
+	apps/netvsc/nvsp_proto.h apps/netvsc/rndis_proto.h apps/netvsc/nvsp_msg.h apps/netvsc/rndis_msg.h
 HVSIM_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -I. -pthread
 HVSIM_TSAN_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -DHOSTED -I. -fsanitize=thread -fno-omit-frame-pointer
 
 HVSIM_ALL_SRCS := $(HVSIM_LIB_SRCS) $(VMBUS_PROTO_SRCS)
 
 $(BUILD)/sim/hvsim: $(HVSIM_ALL_SRCS) sim/hvsim_main.c $(HVSIM_HDRS) | deps
-	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
 	$(CC) $(HVSIM_CFLAGS) $(HVSIM_ALL_SRCS) sim/hvsim_main.c -o $@
 
 $(BUILD)/test/test_hvsim: test/unit/test_hvsim.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/unit/test_util.h | deps
-	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
 	$(CC) $(HOST_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
 $(BUILD)/test/test_hvsim_tsan: test/unit/test_hvsim.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/unit/test_util.h | deps
-	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
 	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
 $(BUILD)/test/test_vmbus_server: test/unit/test_vmbus_server.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/unit/test_util.h \
 		| deps
-	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
 	$(CC) $(HOST_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
 $(BUILD)/test/test_vmbus_server_tsan: test/unit/test_vmbus_server.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) \
 		test/unit/test_util.h | deps
-	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
 	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
 $(BUILD)/fuzz/fuzz_simdb: test/fuzz/fuzz_simdb.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) | deps
-	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
 	clang -std=gnu11 -g -O1 -DHOSTED -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -pthread \
 		$< $(HVSIM_ALL_SRCS) -o $@
 
 $(BUILD)/test/test_vsp_test: test/unit/test_vsp_test.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/unit/test_util.h | deps
-	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
 	$(CC) $(HOST_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
 $(BUILD)/test/test_vsp_test_tsan: test/unit/test_vsp_test.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/unit/test_util.h \
 		| deps
-	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
 	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
-# `make unit` also builds the TSan variants (test_hvsim, test_vmbus_server and test_vsp_test
-# themselves are in UNIT_TESTS by their names).
-unit: $(BUILD)/test/test_hvsim_tsan $(BUILD)/test/test_vmbus_server_tsan $(BUILD)/test/test_vsp_test_tsan
+# The netvsp and the gateway against a fake guest on kmcl's ring layer, with real loopback sockets.
+$(BUILD)/test/test_netvsp: test/unit/test_netvsp.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/unit/test_util.h | deps
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
+	$(CC) $(HOST_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
+
+$(BUILD)/test/test_netvsp_tsan: test/unit/test_netvsp.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/unit/test_util.h \
+		| deps
+	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
+	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
+
+# `make unit` also builds the TSan variants (test_hvsim, test_vmbus_server, test_vsp_test and
+# test_netvsp themselves are in UNIT_TESTS by their names).
+unit: $(BUILD)/test/test_hvsim_tsan $(BUILD)/test/test_vmbus_server_tsan $(BUILD)/test/test_vsp_test_tsan \
+	$(BUILD)/test/test_netvsp_tsan

@@ -717,6 +717,34 @@ bool hvsim_vmbus_send_on_open(const struct hvsim_vmbus_channel *ch)
     return ch->vb->cfg.hazards & HVSIM_VMBUS_SEND_ON_OPEN;
 }
 
+bool hvsim_vmbus_gpadl_pfns(struct hvsim_vmbus_channel *ch, uint32_t handle, uint64_t **pfns_out,
+                            uint32_t *count_out)
+{
+    struct hvsim_vmbus *vb = ch->vb;
+    bool ok = false;
+    *pfns_out = NULL;
+    *count_out = 0;
+    pthread_mutex_lock(&vb->state_lock);
+    for (uint32_t i = 0; i < vb->gpadl_count; i++) {
+        const struct vb_gpadl *g = vb->gpadls[i];
+        if (g->handle != handle)
+            continue;
+        bool mine = g->relid == ch->relid || (ch->primary && g->relid == ch->primary);
+        if (mine && g->pages > 0 && g->received == g->pages && g->byte_offset == 0) {
+            uint64_t *copy = malloc((size_t)g->pages * sizeof *copy);
+            if (copy) {
+                memcpy(copy, g->pfn, (size_t)g->pages * sizeof *copy);
+                *pfns_out = copy;
+                *count_out = g->pages;
+                ok = true;
+            }
+        }
+        break; /* handles are unique */
+    }
+    pthread_mutex_unlock(&vb->state_lock);
+    return ok;
+}
+
 /* ---- state ---- */
 
 #define LOAD(field) out->field = __atomic_load_n(&vb->stats.field, __ATOMIC_RELAXED)

@@ -173,6 +173,17 @@ uint16_t hvsim_vmbus_channel_sub_index(const struct hvsim_vmbus_channel *ch); /*
 const struct hvsim_vmbus_device *hvsim_vmbus_channel_device(const struct hvsim_vmbus_channel *ch);
 /* HVSIM_VMBUS_SEND_ON_OPEN is on: a VSP may write its first packet into the ring in on_open. */
 bool hvsim_vmbus_send_on_open(const struct hvsim_vmbus_channel *ch);
+/* The page list of a GPADL the guest created for this channel or its primary (VSPs that map
+ * buffers the guest hands over by GPADL handle, e.g. netvsc's receive and send buffers). Only a
+ * complete GPADL (every PFN received) that starts at byte 0 of its first page qualifies, as the
+ * buffers of netvsc and every ring do. true: *pfns_out is a malloc'd copy of its *count_out (> 0)
+ * page numbers, each a page of guest RAM (checked when the GPADL was created), freed by the
+ * caller. false (nothing allocated): no such handle, another device's, still being built, a
+ * nonzero byte offset, or out of memory. Any thread, also from callbacks. A later GPADL_TEARDOWN
+ * does not reach the copy: a VSP that keeps using the pages after the guest tore the GPADL down
+ * only touches guest RAM (the guest's problem, as on Hyper-V with a guest that revokes late). */
+bool hvsim_vmbus_gpadl_pfns(struct hvsim_vmbus_channel *ch, uint32_t handle, uint64_t **pfns_out,
+                            uint32_t *count_out);
 
 /* State, for tests and the exit report. */
 struct hvsim_vmbus_stats {

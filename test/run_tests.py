@@ -9,8 +9,10 @@ The last line printed is "N passed, N failed"; the exit status is 0 only if noth
 import argparse
 import glob
 import os
+import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -207,6 +209,122 @@ def run_boot(build, res, only=None):
         res.add(not problems, f"boot {name} ({took:.1f} s)", "; ".join(problems) + f" (log: {log})")
 
 
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(output, pattern, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if re.search(pattern, output()):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def control(port, command, seconds=60):
+    """One command to hvsim's network control port (sim/README.md); its one-line answer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(seconds)
+        s.sendto(command.encode(), ("127.0.0.1", port))
+        return s.recv(4096).decode("utf-8", "replace").strip()
+
+
+def echo_many(port, count, sizes, window=16, timeout=10.0, seed=1):
+    """Sends `count` datagrams of the given sizes (in turn, shuffled) to 127.0.0.1:port with up to
+    `window` outstanding; every reply must come back byte for byte. Returns (replies, problems)."""
+    rng = random.Random(seed)
+    order = [sizes[i % len(sizes)] for i in range(count)]
+    rng.shuffle(order)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(timeout)
+        outstanding, sent, got, problems = {}, 0, 0, []
+        while got < count and not problems:
+            while sent < count and len(outstanding) < window:
+                size = order[sent]
+                body = sent.to_bytes(4, "little") + bytes((sent * 7 + k) & 0xFF for k in range(max(size - 4, 0)))
+                body = body[:size] if size < 4 else body
+                outstanding[sent] = body
+                s.sendto(body, ("127.0.0.1", port))
+                sent += 1
+            try:
+                data = s.recv(65536)
+            except socket.timeout:
+                problems.append(f"no reply in {timeout} s: {len(outstanding)} outstanding, {got} of {count} back")
+                break
+            seq = int.from_bytes(data[:4], "little") if len(data) >= 4 else None
+            want = outstanding.pop(seq, None) if seq is not None else None
+            if want is None:  # a datagram shorter than 4 bytes, or an unknown one
+                match = [k for k, v in outstanding.items() if v == data]
+                if not match:
+                    problems.append(f"unexpected reply of {len(data)} bytes")
+                    break
+                outstanding.pop(match[0])
+            elif data != want:
+                problems.append(f"datagram {seq}: reply differs ({len(data)} bytes, sent {len(want)})")
+            got += 1
+        return got, problems
+
+
+def run_net(build, res):
+    """udp-echo under QEMU against hvsim's netvsp and gateway: real datagrams from this machine's
+    sockets through 127.0.0.1 to the guest and back, ping, the link going down and up."""
+    disk = os.path.join(build, "udp-echo", "disk.img")
+    fwd, quit_fwd, ctl = free_udp_port(), free_udp_port(), free_udp_port()
+    hvsim = os.path.join(build, "sim", "hvsim")
+    args = ["--net-forward", f"{fwd}:7", "--net-forward", f"{quit_fwd}:9", "--net-control", str(ctl)]
+    checks = {}
+
+    def drive(output):
+        got, problems = echo_many(fwd, 10000, [1, 7, 18, 64, 200, 512, 1000, 1400, 1472])
+        checks["echo"] = (got == 10000 and not problems, f"{got} of 10000 replies; " + "; ".join(problems))
+        answer = control(ctl, "ping 20")
+        m = re.search(r"(\d+) sent, (\d+) received", answer)
+        checks["ping"] = (bool(m) and m.group(1) == "20" and m.group(2) == "20", answer)
+        link = []
+        link.append(control(ctl, "link down"))
+        down = wait_for(output, r"udp-echo: link down", 30)
+        _, lost = echo_many(fwd, 1, [64], window=1, timeout=2)
+        link.append(control(ctl, "link up"))
+        up = wait_for(output, r"udp-echo: link up", 30)
+        after, after_problems = echo_many(fwd, 100, [64, 1400])
+        checks["link"] = (down and bool(lost) and up and after == 100 and not after_problems,
+                          f"down seen {down}, datagram while down lost {bool(lost)}, up seen {up}, "
+                          f"{after} of 100 after; {link}; {after_problems}")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"quit", ("127.0.0.1", quit_fwd))
+        return True
+
+    result = {}
+    t0 = time.monotonic()
+    try:
+        status, out = qemu_run.run(disk, smp=2, cmdline="quit_port=9 report=0", timeout=600, quiet=True,
+                                   hvsim=hvsim, hvsim_args=args,
+                                   driver=(r"udp-echo: address \S+", drive, result))
+    except RuntimeError as e:
+        res.add(False, "boot udp-echo against hvsim's netvsp", str(e))
+        return
+    took = time.monotonic() - t0
+    log = os.path.join(build, "boot-logs", "udp-echo-net.log")
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    with open(log, "w") as f:
+        f.write(out)
+    boot_ok = status == 0 and re.search(r"udp-echo: address 10\.0\.2\.15/24 gateway 10\.0\.2\.2 \(dhcp\)", out) \
+        and re.search(r"udp-echo: exit: rx \d+ frames", out) and not re.search(r"PANIC|FATAL", out)
+    res.add(bool(boot_ok) and "error" not in result,
+            f"boot udp-echo against hvsim's netvsp: NVSP handshake, DHCP address, clean exit ({took:.1f} s)",
+            f"status {status}, driver error {result.get('error')!r} (log: {log})")
+    names = {"echo": "net: 10,000 UDP datagrams of mixed sizes from a host socket, every reply byte for byte",
+             "ping": "net: 20 pings from the gateway, 20 replies",
+             "link": "net: link down (indication seen, datagrams not delivered) and up again (echo works)"}
+    for key, name in names.items():
+        ok, detail = checks.get(key, (False, "not run (the boot failed first)"))
+        res.add(ok, name, f"{detail} (log: {log})")
+
+
 def run_vhdx(build, res):
     """The Hyper-V disk (make vhdx) holds exactly the bytes of the raw image QEMU boots."""
     raw = os.path.join(build, "hello", "disk.img")
@@ -263,6 +381,8 @@ def main():
     if args.only in (None, "boot"):
         run_vhdx(args.build, res)
         run_boot(args.build, res, args.boot_filter)
+        if not args.boot_filter or "net" in args.boot_filter:
+            run_net(args.build, res)
         if not args.boot_filter or "screen" in args.boot_filter:
             run_screen(args.build, res)
     print(f"\ntest suite took {time.monotonic() - t0:.0f} s")

@@ -575,7 +575,7 @@ static status_t open_queue(struct netvsc *nv, uint32_t i, struct vmbus_channel *
     q->nv = nv;
     q->index = i;
     q->vch = vch;
-    q->cpu = cpu_count ? i % cpu_count : 0;
+    q->cpu = cpu_count ? (nv->cfg.first_cpu + i) % cpu_count : 0;
     status_t s = kmcl_channel_allocate(vch, &q->ch);
     if (s != STATUS_OK)
         return s;

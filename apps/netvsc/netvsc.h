@@ -47,6 +47,8 @@ struct netvsc_config {
     uint32_t queues;           /* 0: one per CPU (at most NETVSC_MAX_QUEUES and what the host grants) */
     uint32_t ring_pages;       /* per direction, control page included; 0: 64 */
     uint32_t mtu;              /* 0: 1500 */
+    uint32_t first_cpu;        /* queue i runs on CPU (first_cpu + i) mod the CPU count (e.g. 1: keep
+                                  CPU 0 for the application's thread) */
 };
 
 struct netvsc_ops {

@@ -577,6 +577,39 @@ status_t event_wait(struct event *e, uint64_t timeout_ns)
     return STATUS_OK;
 }
 
+/* Mutexes poll, like the events: not recursive; `owner` only marks the mutex taken. */
+void mutex_init(struct mutex *m)
+{
+    __atomic_store_n(&m->owner, NULL, __ATOMIC_RELEASE);
+}
+
+status_t mutex_lock_timeout(struct mutex *m, uint64_t timeout_ns)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    uint64_t end = timeout_ns == WAIT_FOREVER ? UINT64_MAX : mono_ns() + timeout_ns;
+    struct thread *held = (struct thread *)m; /* any non-NULL token */
+    for (;;) {
+        struct thread *none = NULL;
+        if (__atomic_compare_exchange_n(&m->owner, &none, held, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return STATUS_OK;
+        if (mono_ns() >= end)
+            return STATUS_TIMEOUT;
+        struct timespec ts = { 0, 20000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+void mutex_lock(struct mutex *m)
+{
+    status_t s = mutex_lock_timeout(m, WAIT_FOREVER);
+    (void)s;
+}
+
+void mutex_unlock(struct mutex *m)
+{
+    __atomic_store_n(&m->owner, NULL, __ATOMIC_RELEASE);
+}
+
 void thread_sleep_ns(uint64_t ns)
 {
     IRQL_ASSERT_MAX(IRQL_PASSIVE);
