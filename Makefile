@@ -2,7 +2,7 @@
 # `make run` boots it in QEMU with OVMF; `make test` runs the hosted tests and the QEMU boot tests.
 # Every entry point first installs missing Debian packages (tools/deps.sh).
 
-APP ?= hello
+APP ?= udp-echo
 BUILD := build
 B := $(BUILD)/$(APP)
 OBJ := $(BUILD)/obj
@@ -109,8 +109,12 @@ vhdx: all
 	@echo "vhdx: $(B)/$(APP).vhdx"
 
 # `make run`: boot in QEMU (q35, OVMF, TCG, 2 CPUs) beside hvsim (HVSIM=0: without), serial console
-# here, ends with the application. HVSIM_ARGS passes options to hvsim (sim/README.md).
+# here, ends with the application. HVSIM_ARGS passes options to hvsim (sim/README.md); for udp-echo
+# the default forwards 127.0.0.1:5555/udp to the guest's echo port and opens the control port 5556.
 HVSIM ?= 1
+ifeq ($(APP),udp-echo)
+HVSIM_ARGS ?= --net-forward 5555:7 --net-control 5556
+endif
 run: all $(if $(filter 1,$(HVSIM)),$(BUILD)/sim/hvsim)
 	python3 tools/qemu_run.py --disk $(B)/disk.img --smp $(or $(SMP),2) $(if $(CMDLINE),--cmdline "$(CMDLINE)") \
 		$(if $(filter 1,$(HVSIM)),--hvsim $(BUILD)/sim/hvsim $(foreach a,$(HVSIM_ARGS),--hvsim-arg=$(a)))
