@@ -45,6 +45,7 @@ struct tx_slot {
 struct netvsc_queue {
     struct netvsc *nv;
     uint32_t index, cpu;
+    uint64_t rx_frames; /* this queue's (its DPC's) */
     struct vmbus_channel *vch;
     struct kmcl_channel *ch;
     struct tx_slot slots[TX_PACKETS];
@@ -75,6 +76,7 @@ struct netvsc {
     struct netvsc_queue q[NETVSC_MAX_QUEUES];
     uint32_t queues;
     uint32_t indirection[NVSP_RSS_TABLE_MAX], indirection_count;
+    bool rss;                      /* our RSS parameters were taken */
 
     struct mutex ctrl_mutex;
     uint8_t *ctrl_page;            /* one page: the RNDIS control request */
@@ -161,6 +163,7 @@ static void take_rndis(struct netvsc_queue *q, const struct rndis_msg *m)
         }
         bump(&nv->st.rx_frames, 1);
         bump(&nv->st.rx_bytes, len);
+        bump(&q->rx_frames, 1);
         if (nv->ops.receive)
             nv->ops.receive(nv->ops.ctx, q->index, m->u.packet.data, len);
         else
@@ -620,7 +623,41 @@ static void close_queue(struct netvsc_queue *q)
     q->ch = NULL;
 }
 
-/* vRSS: sub-channels from NVSP 5 on, one queue per CPU. */
+/* The Toeplitz key Microsoft publishes with its RSS verification suite (the usual default). */
+static const uint8_t rss_key[NDIS_RSS_KEY_SIZE] = {
+    0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
+    0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3,
+    0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
+};
+
+/* RSS over the open queues: Toeplitz on IPv4 (TCP and UDP 4-tuples), the indirection table spread
+ * round-robin. PASSIVE, ctrl_mutex held. */
+static status_t set_rss(struct netvsc *nv)
+{
+    static uint8_t info[sizeof(struct ndis_rss_params) + 4 * NDIS_RSS_TABLE_MAX + NDIS_RSS_KEY_SIZE];
+    struct ndis_rss_params p = {
+        .type = NDIS_OBJECT_TYPE_RSS_PARAMETERS,
+        .revision = NDIS_RSS_PARAMS_REVISION_2,
+        .size = sizeof p,
+        .hash_info = NDIS_RSS_HASH_FUNCTION_TOEPLITZ | NDIS_RSS_HASH_IPV4 | NDIS_RSS_HASH_TCP_IPV4 |
+                     NDIS_RSS_HASH_UDP_IPV4,
+        .table_size = 4 * NDIS_RSS_TABLE_MAX,
+        .table_offset = sizeof p,
+        .key_size = NDIS_RSS_KEY_SIZE,
+        .key_offset = sizeof p + 4 * NDIS_RSS_TABLE_MAX,
+    };
+    memcpy(info, &p, sizeof p);
+    for (uint32_t i = 0; i < NDIS_RSS_TABLE_MAX; i++) {
+        uint32_t q = i % nv->queues;
+        memcpy(info + sizeof p + 4 * i, &q, 4);
+    }
+    memcpy(info + p.key_offset, rss_key, sizeof rss_key);
+    uint32_t id = ++nv->next_request_id;
+    uint32_t n = rndis_build_set(nv->ctrl_page, 4096, id, RNDIS_OID_GEN_RECEIVE_SCALE_PARAMETERS, info, sizeof info);
+    return n ? rndis_request(nv, n, id, RNDIS_MSG_SET_CMPLT, "RSS parameters") : STATUS_INVALID_PARAMETER;
+}
+
+/* vRSS: sub-channels from NVSP 5 on, one queue per CPU, then RSS over them. */
 static void open_sub_channels(struct netvsc *nv, struct vmbus_channel *primary)
 {
     uint32_t want = nv->cfg.queues ? nv->cfg.queues : cpu_count;
@@ -649,6 +686,15 @@ static void open_sub_channels(struct netvsc *nv, struct vmbus_channel *primary)
         if (open_queue(nv, i + 1, subs[i]) != STATUS_OK)
             break;
         nv->queues = i + 2;
+    }
+    if (nv->queues > 1) {
+        mutex_lock(&nv->ctrl_mutex);
+        status_t s = set_rss(nv);
+        mutex_unlock(&nv->ctrl_mutex);
+        if (s != STATUS_OK) /* the host spreads frames its own way then; every queue still works */
+            pr_warn("netvsc: RSS parameters not taken (%s): the host chooses the queues", status_name(s));
+        else
+            nv->rss = true;
     }
 }
 
@@ -708,11 +754,11 @@ status_t netvsc_attach(struct vmbus_channel *primary, const struct netvsc_config
     }
     open_sub_channels(nv, primary);
     pr_info("netvsc: NVSP %u.%u, NDIS %u.%u, MAC %02x:%02x:%02x:%02x:%02x:%02x, MTU %u, link %s %llu Mbit/s, "
-            "%u queue%s, receive buffer %u KiB, send buffer %u x %u bytes",
+            "%u queue%s%s, receive buffer %u KiB, send buffer %u x %u bytes",
             NVSP_VERSION_MAJOR(nv->nvsp_version), NVSP_VERSION_MINOR(nv->nvsp_version), nv->ndis_version >> 16,
             nv->ndis_version & 0xFFFF, nv->mac[0], nv->mac[1], nv->mac[2], nv->mac[3], nv->mac[4], nv->mac[5],
             nv->mtu, nv->link_up ? "up" : "down", (unsigned long long)(nv->link_speed_bps / 1000000), nv->queues,
-            nv->queues == 1 ? "" : "s", nv->recv_bytes / 1024, nv->section_count, nv->section_size);
+            nv->queues == 1 ? "" : "s", nv->rss ? " (RSS)" : "", nv->recv_bytes / 1024, nv->section_count, nv->section_size);
     *out = nv;
     return STATUS_OK;
 }
@@ -772,6 +818,11 @@ bool netvsc_link_up(const struct netvsc *nv) { return __atomic_load_n(&nv->link_
 uint64_t netvsc_link_speed_bps(const struct netvsc *nv) { return nv->link_speed_bps; }
 uint32_t netvsc_queue_count(const struct netvsc *nv) { return nv->queues; }
 uint32_t netvsc_queue_cpu(const struct netvsc *nv, uint32_t queue) { return nv->q[queue % nv->queues].cpu; }
+uint64_t netvsc_queue_rx_frames(const struct netvsc *nv, uint32_t queue)
+{
+    return __atomic_load_n(&nv->q[queue % nv->queues].rx_frames, __ATOMIC_RELAXED);
+}
+bool netvsc_rss_enabled(const struct netvsc *nv) { return nv->rss; }
 uint32_t netvsc_nvsp_version(const struct netvsc *nv) { return nv->nvsp_version; }
 uint32_t netvsc_ndis_version(const struct netvsc *nv) { return nv->ndis_version; }
 

@@ -8,7 +8,9 @@
  * the receive buffer (a GPADL, cfg.recv_buf_bytes) and the send buffer (cfg.send_buf_bytes), RNDIS
  * INITIALIZE, queries of the MAC address, MTU, link speed and media state, the packet filter, and,
  * with NVSP 5 or later and more than one queue asked for, sub-channels (vRSS): one queue per
- * channel, each on its own CPU, the host's RSS indirection table recorded. Every step waits for its
+ * channel, each on its own CPU, and RSS parameters (Toeplitz over IPv4 TCP/UDP 4-tuples, an
+ * indirection table spreading the 128 entries over the queues) so the host picks a flow's queue;
+ * the host's send indirection table is recorded. Every step waits for its
  * answer with a timeout and a clear error.
  *
  * Receive: the host's transfer-page packets (ranges of the receive buffer holding RNDIS messages)
@@ -86,6 +88,8 @@ bool netvsc_link_up(const struct netvsc *nv);
 uint64_t netvsc_link_speed_bps(const struct netvsc *nv);
 uint32_t netvsc_queue_count(const struct netvsc *nv);
 uint32_t netvsc_queue_cpu(const struct netvsc *nv, uint32_t queue);
+uint64_t netvsc_queue_rx_frames(const struct netvsc *nv, uint32_t queue); /* frames received on it */
+bool netvsc_rss_enabled(const struct netvsc *nv); /* the host took our RSS parameters */
 uint32_t netvsc_nvsp_version(const struct netvsc *nv);
 uint32_t netvsc_ndis_version(const struct netvsc *nv);
 void netvsc_get_stats(const struct netvsc *nv, struct netvsc_stats *out);

@@ -250,4 +250,39 @@ struct rndis_ppi {
 _Static_assert(sizeof(struct rndis_ppi) == 12, "PPI element header");
 #define RNDIS_PPI_U32_SIZE 16u /* an element carrying one u32 */
 
+/* ---- RSS: the info buffer of SET OID_GEN_RECEIVE_SCALE_PARAMETERS (NDIS_RECEIVE_SCALE_PARAMETERS
+ * revision 2; DPDK/dpdk:drivers/net/netvsc/ndis.h struct ndis_rss_params, freebsd ndis.h
+ * ndis_rss_params; openvmm netvsp reads the same offsets). The indirection table (u32 queue
+ * indexes) and the Toeplitz key follow at the offsets given, from the structure's start. ---- */
+#define NDIS_OBJECT_TYPE_RSS_PARAMETERS 0x89u
+#define NDIS_RSS_PARAMS_REVISION_2 2u
+#define NDIS_RSS_HASH_FUNCTION_TOEPLITZ 0x00000001u
+#define NDIS_RSS_HASH_IPV4 0x00000100u
+#define NDIS_RSS_HASH_TCP_IPV4 0x00000200u
+#define NDIS_RSS_HASH_UDP_IPV4 0x00004000u
+#define NDIS_RSS_KEY_SIZE 40u            /* the Toeplitz key (NDIS_RSS_HASH_SECRET_KEY_MAX_SIZE_REVISION_1) */
+#define NDIS_RSS_TABLE_MAX 128u          /* entries (NDIS_RSS_INDIRECTION_TABLE_MAX_SIZE_REVISION_1 / 4) */
+
+struct ndis_rss_params {
+    uint8_t type;               /* @0: NDIS_OBJECT_TYPE_RSS_PARAMETERS */
+    uint8_t revision;           /* @1: 2 */
+    uint16_t size;              /* @2: sizeof this structure (40) */
+    uint16_t flags;             /* @4 */
+    uint16_t base_cpu;          /* @6 */
+    uint32_t hash_info;         /* @8: hash function | hash types */
+    uint16_t table_size;        /* @12: bytes of the indirection table */
+    uint16_t pad1;
+    uint32_t table_offset;      /* @16 */
+    uint16_t key_size;          /* @20 */
+    uint16_t pad2;
+    uint32_t key_offset;        /* @24 */
+    uint32_t cpu_masks_offset;  /* @28 */
+    uint32_t cpu_masks_count;   /* @32 */
+    uint32_t cpu_masks_size;    /* @36 */
+} __attribute__((packed));
+_Static_assert(sizeof(struct ndis_rss_params) == 40, "NDIS_RECEIVE_SCALE_PARAMETERS revision 2");
+_Static_assert(offsetof(struct ndis_rss_params, hash_info) == 8, "hash_info @8");
+_Static_assert(offsetof(struct ndis_rss_params, table_offset) == 16, "table_offset @16");
+_Static_assert(offsetof(struct ndis_rss_params, key_offset) == 24, "key_offset @24");
+
 #endif

@@ -147,6 +147,15 @@ static void attach_job(void *arg)
         net_link_changed(&nif, netvsc_link_up(nic), now_guest());
 }
 
+struct keepalive {
+    status_t status;
+};
+
+static void keepalive_job(void *arg)
+{
+    ((struct keepalive *)arg)->status = netvsc_keepalive(nic);
+}
+
 static void detach_job(void *arg)
 {
     (void)arg;
@@ -362,6 +371,12 @@ static void test_echo_one_queue(void **state)
     struct hvsim_netvsp_stats hs;
     hvsim_netvsp_get_stats(nvsp, &hs);
     assert_int_equal(hs.tx_bad_rndis + hs.tx_bad_section + hs.tx_bad_range + hs.nvsp_errors + hs.channel_failures, 0);
+    /* RNDIS keep-alive: the device answers. */
+    struct keepalive k = { 0 };
+    hosted_run_on(0, keepalive_job, &k);
+    assert_int_equal(k.status, STATUS_OK);
+    netvsc_get_stats(nic, &vs);
+    assert_int_equal(vs.keepalives, 1);
     stop();
 }
 
@@ -370,8 +385,12 @@ static void test_echo_multi_queue(void **state)
     (void)state;
     start(0, 2, 0, 2);
     assert_int_equal(netvsc_queue_count(nic), 2);
+    assert_true(netvsc_rss_enabled(nic));
     assert_true(pump(20000, mixed, 10, 64, 64) > 0);
     assert_int_equal(peer->bad, 0);
+    /* 64 flows hashed by the host with our key and table: both queues carry traffic. */
+    assert_true(netvsc_queue_rx_frames(nic, 0) > 1000);
+    assert_true(netvsc_queue_rx_frames(nic, 1) > 1000);
     struct net_stats ns;
     net_get_stats(&nif, &ns);
     assert_true(ns.udp_in >= 20000);
