@@ -34,6 +34,7 @@
 #define ETH_HEADER 14u
 #define ETH_MIN 14u               /* a header at least (padding to 60 is the sender's business) */
 #define RNDIS_HDR (sizeof(struct rndis_packet)) /* 44: no PPIs on transmit */
+#define BIG_SLOTS 32u             /* jumbo frames in flight per queue */
 
 /* One frame in flight: its kmcl packet and the send-buffer section it occupies. */
 struct tx_slot {
@@ -46,6 +47,15 @@ struct netvsc_queue {
     struct netvsc *nv;
     uint32_t index, cpu;
     uint64_t rx_frames; /* this queue's (its DPC's) */
+    /* Frames larger than a send-buffer section (jumbo MTUs) go GPA-direct from page-backed bounces:
+     * RNDIS header, then the frame; each busy until the host completes it. */
+    struct big_slot {
+        struct netvsc_queue *q;
+        uint8_t *buf;
+        uint32_t busy;
+        struct kmcl_packet *pkt;
+    } big[BIG_SLOTS];
+    uint32_t big_pages; /* per bounce; 0: no bounces (every frame fits a section) */
     struct vmbus_channel *vch;
     struct kmcl_channel *ch;
     struct tx_slot slots[TX_PACKETS];
@@ -299,13 +309,33 @@ static void tx_done(struct kmcl_packet *pkt, status_t status, const void *buf, u
     spin_unlock(&nv->sec_lock, old);
 }
 
+static void big_done(struct kmcl_packet *pkt, status_t status, const void *buf, uint32_t len)
+{
+    struct big_slot *b = kmcl_packet_get_context(pkt);
+    struct netvsc_queue *q = b->q;
+    struct nvsp_msg m;
+    const char *why;
+    if (status != STATUS_OK || nvsp_msg_check(buf, len, NVSP_TO_GUEST, &m, &why) != STATUS_OK ||
+        m.type != NVSP_MSG1_SEND_RNDIS_PACKET_COMPLETE || m.u.rndis_pkt_complete.status != NVSP_STATUS_SUCCESS)
+        bump(&q->nv->st.tx_host_errors, 1);
+    bump(&q->nv->st.tx_completions, 1);
+    __atomic_store_n(&b->busy, 0, __ATOMIC_RELEASE);
+}
+
 void *netvsc_tx_begin(struct netvsc *nv, uint32_t queue, uint32_t len)
 {
-    if (len > nv->section_size - RNDIS_HDR || len > nv->mtu + ETH_HEADER) {
+    struct netvsc_queue *q = &nv->q[queue % nv->queues];
+    if (len > nv->mtu + ETH_HEADER) {
         bump(&nv->st.tx_too_big, 1);
         return NULL;
     }
-    struct netvsc_queue *q = &nv->q[queue % nv->queues];
+    if (len > nv->section_size - RNDIS_HDR) {
+        for (uint32_t i = 0; q->big_pages && i < BIG_SLOTS; i++)
+            if (!__atomic_exchange_n(&q->big[i].busy, 1, __ATOMIC_ACQ_REL))
+                return q->big[i].buf + RNDIS_HDR;
+        bump(&nv->st.tx_no_section, 1);
+        return NULL;
+    }
     irql_t old = spin_lock(&nv->sec_lock);
     if (!nv->free_count || !q->tx_free_count) {
         spin_unlock(&nv->sec_lock, old);
@@ -320,9 +350,37 @@ void *netvsc_tx_begin(struct netvsc *nv, uint32_t queue, uint32_t len)
     return nv->send_buf + (size_t)sec * nv->section_size + RNDIS_HDR;
 }
 
+/* A frame in a bounce: GPA direct, one range over the RNDIS header and the frame. */
+static status_t tx_end_big(struct netvsc *nv, struct netvsc_queue *q, struct big_slot *b, uint32_t len)
+{
+    uint32_t h = rndis_build_packet(b->buf, RNDIS_HDR, NULL, 0, len);
+    uint8_t msg[NVSP_GUEST_MSG_SIZE];
+    uint32_t n = nvsp_build_rndis_pkt(msg, sizeof msg, nv->msg_size, NVSP_CHANNEL_TYPE_DATA, NVSP_NO_SECTION, 0);
+    uint64_t pfns[8];
+    uint32_t pages = (h + len + 4095) / 4096;
+    status_t s = h == RNDIS_HDR && n && pages <= q->big_pages && pages <= 8 ? STATUS_OK : STATUS_INVALID_PARAMETER;
+    for (uint32_t i = 0; s == STATUS_OK && i < pages; i++)
+        pfns[i] = (virt_to_phys(b->buf) >> 12) + i;
+    struct kmcl_page_range r = { .byte_count = h + len, .byte_offset = 0, .pfns = pfns };
+    if (s == STATUS_OK)
+        s = kmcl_packet_send(b->pkt, msg, n, &r, 1, KMCL_SEND_WAIT_FOR_COMPLETION);
+    if (s != STATUS_OK) {
+        bump(&nv->st.tx_send_failed, 1);
+        __atomic_store_n(&b->busy, 0, __ATOMIC_RELEASE);
+        return s;
+    }
+    bump(&nv->st.tx_frames, 1);
+    bump(&nv->st.tx_bytes, len);
+    bump(&nv->st.tx_gpa_direct, 1);
+    return STATUS_OK;
+}
+
 status_t netvsc_tx_end(struct netvsc *nv, uint32_t queue, void *frame, uint32_t len)
 {
-    (void)queue; /* the slot reserved at tx_begin knows its queue */
+    struct netvsc_queue *q = &nv->q[queue % nv->queues];
+    for (uint32_t i = 0; q->big_pages && i < BIG_SLOTS; i++)
+        if (frame == q->big[i].buf + RNDIS_HDR)
+            return len <= nv->mtu + ETH_HEADER ? tx_end_big(nv, q, &q->big[i], len) : STATUS_INVALID_PARAMETER;
     uintptr_t at = (uintptr_t)frame - (uintptr_t)nv->send_buf;
     uint32_t sec = (uint32_t)(at / nv->section_size);
     if ((uint8_t *)frame < nv->send_buf || sec >= nv->section_count || at % nv->section_size != RNDIS_HDR ||
@@ -349,8 +407,7 @@ status_t netvsc_send(struct netvsc *nv, uint32_t queue, const void *frame, uint3
 {
     void *p = netvsc_tx_begin(nv, queue, len);
     if (!p)
-        return len > nv->section_size - RNDIS_HDR || len > nv->mtu + ETH_HEADER ? STATUS_INVALID_PARAMETER
-                                                                               : STATUS_NO_SPACE;
+        return len > nv->mtu + ETH_HEADER ? STATUS_INVALID_PARAMETER : STATUS_NO_SPACE;
     memcpy(p, frame, len);
     return netvsc_tx_end(nv, queue, p, len);
 }
@@ -572,6 +629,30 @@ status_t netvsc_keepalive(struct netvsc *nv)
 
 /* ---- channels ---- */
 
+static uint32_t nv_mtu_frame(const struct netvsc *nv) { return nv->mtu + ETH_HEADER; }
+
+static status_t open_big(struct netvsc *nv, struct netvsc_queue *q)
+{
+    uint32_t need = RNDIS_HDR + nv->mtu + ETH_HEADER;
+    if (need <= nv->section_size)
+        return STATUS_OK;
+    uint32_t pages = (need + 4095) / 4096;
+    for (uint32_t i = 0; i < BIG_SLOTS; i++) {
+        struct big_slot *b = &q->big[i];
+        b->q = q;
+        b->buf = page_alloc(pages);
+        if (!b->buf)
+            return STATUS_NO_MEMORY;
+        status_t s = kmcl_packet_allocate(q->ch, &b->pkt);
+        if (s != STATUS_OK)
+            return s;
+        kmcl_packet_set_context(b->pkt, b);
+        kmcl_packet_set_completion_routine(b->pkt, big_done);
+    }
+    q->big_pages = pages; /* set last: tx_begin uses the bounces only once all are there */
+    return STATUS_OK;
+}
+
 static status_t open_queue(struct netvsc *nv, uint32_t i, struct vmbus_channel *vch)
 {
     struct netvsc_queue *q = &nv->q[i];
@@ -607,6 +688,10 @@ static status_t open_queue(struct netvsc *nv, uint32_t i, struct vmbus_channel *
             q->tx_free[q->tx_free_count++] = &q->slots[k];
         }
     }
+    /* Jumbo frames that do not fit a section (known once the send buffer is in: queues opened
+     * later; the primary gets its bounce in netvsc_attach). */
+    if (s == STATUS_OK && nv->section_size)
+        s = open_big(nv, q);
     if (s != STATUS_OK)
         pr_err("netvsc: queue %u (relid %u): not opened: %s", i, vmbus_channel_relid(vch), status_name(s));
     return s;
@@ -619,6 +704,14 @@ static void close_queue(struct netvsc_queue *q)
     kmcl_channel_disable(q->ch); /* frames in flight: their routines see STATUS_CANCELLED */
     for (uint32_t k = 0; k < TX_PACKETS; k++)
         kmcl_packet_free(q->slots[k].pkt);
+    for (uint32_t i = 0; i < BIG_SLOTS; i++) {
+        kmcl_packet_free(q->big[i].pkt);
+        if (q->big[i].buf)
+            page_free(q->big[i].buf, (RNDIS_HDR + nv_mtu_frame(q->nv) + 4095) / 4096);
+        q->big[i].pkt = NULL;
+        q->big[i].buf = NULL;
+    }
+    q->big_pages = 0;
     kmcl_channel_cleanup(q->ch);
     q->ch = NULL;
 }
@@ -743,6 +836,8 @@ status_t netvsc_attach(struct vmbus_channel *primary, const struct netvsc_config
     }
     if (s == STATUS_OK)
         s = send_buffers(nv);
+    if (s == STATUS_OK)
+        s = open_big(nv, &nv->q[0]);
     if (s == STATUS_OK) {
         mutex_lock(&nv->ctrl_mutex);
         s = rndis_start(nv);

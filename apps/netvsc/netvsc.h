@@ -24,8 +24,9 @@
  * Transmit, zero copy: netvsc_tx_begin reserves a send-buffer section and returns where the frame
  * goes (after room for the RNDIS header); netvsc_tx_end writes the header and sends NVSP
  * SEND_RNDIS_PACKET naming the section; the section is free again when the host completes it.
- * No free section: tx_begin returns NULL (counted). Frames larger than a section go as GPA-direct
- * ranges (netvsc_send_gpa). Any CPU, <= DISPATCH; one frame per call.
+ * No free section: tx_begin returns NULL (counted). A frame larger than a section (a jumbo MTU)
+ * is written into the queue's page-backed bounce instead and goes GPA-direct (one such frame in
+ * flight per queue). Any CPU, <= DISPATCH; one frame per call.
  *
  * Ownership: the driver owns the buffers, channels and packets; ops->ctx stays the caller's.
  */
@@ -73,6 +74,7 @@ struct netvsc_stats {
     uint64_t rx_no_handler;       /* frames before ops->receive was set */
     uint64_t tx_no_section;       /* tx_begin found no free section or packet */
     uint64_t tx_too_big, tx_send_failed, tx_host_errors;
+    uint64_t tx_gpa_direct;       /* frames larger than a section, sent GPA-direct from a bounce */
     uint64_t link_changes, indications, control_messages, indirection_tables, keepalives;
 };
 
@@ -96,10 +98,11 @@ void netvsc_get_stats(const struct netvsc *nv, struct netvsc_stats *out);
 
 /* ---- transmit (any CPU, <= DISPATCH) ---- */
 
-/* Room for a frame of len bytes in a send-buffer section, to be sent on queue (mod the queue
- * count); NULL: none free, or len larger than a section takes (netvsc_send_gpa). */
+/* Room for a frame of len bytes (<= MTU + 14) in a send-buffer section, or for a larger one in
+ * the queue's bounce, to be sent on queue (mod the queue count); NULL: none free, or too long. */
 void *netvsc_tx_begin(struct netvsc *nv, uint32_t queue, uint32_t len);
-/* Sends the frame written at `frame` (from tx_begin), len bytes (<= the len given to tx_begin). */
+/* Sends the frame written at `frame` (from tx_begin on the same queue), len bytes (<= the len given
+ * to tx_begin). */
 status_t netvsc_tx_end(struct netvsc *nv, uint32_t queue, void *frame, uint32_t len) WARN_UNUSED;
 /* Copies and sends a frame (tx_begin + memcpy + tx_end). */
 status_t netvsc_send(struct netvsc *nv, uint32_t queue, const void *frame, uint32_t len) WARN_UNUSED;
