@@ -1431,6 +1431,53 @@ bool hvsim_netvsp_deliver(struct hvsim_netvsp *nv, const void *frame, uint32_t l
     return ok;
 }
 
+bool hvsim_netvsp_deliver_raw(struct hvsim_netvsp *nv, const void *bytes, uint32_t len,
+                              const struct hvsim_netvsp_raw *how)
+{
+    struct hvsim_netvsp_raw none = { 0 };
+    if (!how)
+        how = &none;
+    pthread_mutex_lock(&nv->lock);
+    struct session *s = &nv->s;
+    struct rbuf *rb = primary_ready_locked(nv) && s->rndis_up ? s->rbuf : NULL;
+    uint32_t sub;
+    if (!rb || len > rb->sub_size || !rbuf_take_data(rb, &sub)) {
+        pthread_mutex_unlock(&nv->lock);
+        return false;
+    }
+    struct nv_queue *q = nv->queues[0];
+    struct rxpkt *rp = q->free_pkts;
+    if (rp)
+        q->free_pkts = rp->next_free;
+    rb->refs++;
+    q->users++;
+    uint32_t version = s->version;
+    pthread_mutex_unlock(&nv->lock);
+
+    bool ok = false;
+    if (rp || (rp = rxpkt_new(q)) != NULL) {
+        uint64_t base = (uint64_t)sub * rb->sub_size;
+        if (len)
+            rbuf_write(rb, base, bytes, len);
+        uint8_t msg[NVSP_MSG_SIZE_V61];
+        uint32_t n = nvsp_build_rndis_pkt(msg, sizeof msg, host_pad(version), NVSP_CHANNEL_TYPE_DATA, NVSP_NO_SECTION, 0);
+        if (how->nvsp_type) /* a message that is not SEND_RNDIS_PACKET */
+            memcpy(msg, &how->nvsp_type, 4);
+        struct kmcl_xfer_range r = { .byte_count = how->range_len ? how->range_len : len,
+                                     .byte_offset = (uint32_t)(base + how->range_offset_delta) };
+        rp->rb = rb;
+        rp->sub = sub;
+        ok = n && kmcl_server_packet_send_xfer(rp->pkt, how->pageset_id ? how->pageset_id : rb->id, &r, 1, msg, n,
+                                               KMCL_SERVER_SEND_WAIT_FOR_COMPLETION) == STATUS_OK;
+    }
+    pthread_mutex_lock(&nv->lock);
+    if (!ok)
+        undo_locked(q, rp, rb, sub);
+    leave_locked(nv, q);
+    pthread_mutex_unlock(&nv->lock);
+    return ok;
+}
+
 /* ---- link ---- */
 
 void hvsim_netvsp_set_link(struct hvsim_netvsp *nv, bool up)

@@ -143,6 +143,19 @@ void hvsim_netvsp_set_backend(struct hvsim_netvsp *nv, hvsim_netvsp_tx_fn fn, vo
 /* A frame for the guest (copied before return). true: placed in a channel (or queued behind a
  * full ring); false: dropped (counted by reason). Any thread; never from the backend callback. */
 bool hvsim_netvsp_deliver(struct hvsim_netvsp *nv, const void *frame, uint32_t len);
+/* A hostile host, for tests of guest drivers: `bytes` (at most a sub-allocation) written as they
+ * are into a free data sub-allocation of the guest's receive buffer, then a transfer-page packet on
+ * the primary naming them, with the range moved or resized and another page set id or NVSP type
+ * when asked (0: the honest value). The guest's completion frees the sub-allocation as usual.
+ * false: not ready or no sub-allocation free. Any thread. */
+struct hvsim_netvsp_raw {
+    int64_t range_offset_delta; /* added to the sub-allocation's offset */
+    uint32_t range_len;         /* 0: len */
+    uint16_t pageset_id;        /* 0: the receive buffer's id */
+    uint32_t nvsp_type;         /* 0: SEND_RNDIS_PACKET */
+};
+bool hvsim_netvsp_deliver_raw(struct hvsim_netvsp *nv, const void *bytes, uint32_t len,
+                              const struct hvsim_netvsp_raw *how);
 /* Plugs or unplugs the cable: INDICATE_STATUS to an initialized guest. Any thread. */
 void hvsim_netvsp_set_link(struct hvsim_netvsp *nv, bool up);
 bool hvsim_netvsp_link_up(struct hvsim_netvsp *nv);

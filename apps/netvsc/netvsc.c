@@ -105,8 +105,8 @@ static inline void bump(uint64_t *c, uint64_t n) { __atomic_fetch_add(c, n, __AT
 /* One line per second at most for what the host gets wrong on the data path. */
 #define rate_limited(nv, ...)                                                                                   \
     do {                                                                                                       \
-        uint64_t now_ = tsc_ns_since_boot(), last_ = __atomic_load_n(&(nv)->last_log_ns, __ATOMIC_RELAXED);    \
-        if (now_ - last_ >= LOG_INTERVAL_NS &&                                                                 \
+        uint64_t now_ = tsc_ns_since_boot() | 1, last_ = __atomic_load_n(&(nv)->last_log_ns, __ATOMIC_RELAXED); \
+        if ((last_ == 0 || now_ - last_ >= LOG_INTERVAL_NS) && /* 0: never logged */                           \
             __atomic_compare_exchange_n(&(nv)->last_log_ns, &last_, now_, false, __ATOMIC_RELAXED,             \
                                         __ATOMIC_RELAXED))                                                     \
             pr_warn(__VA_ARGS__);                                                                              \

@@ -25,6 +25,7 @@
 #include "apps/net/net.h"
 #include "apps/netvsc/netvsc.h"
 #include "apps/netvsc/nvsp_proto.h"
+#include "apps/netvsc/rndis_msg.h"
 #include "arch-x86_64/spinlock.h"
 #include "hv/hv.h"
 #include "hv/vmbus.h"
@@ -444,6 +445,80 @@ static void test_bad_frames_dropped(void **state)
     stop();
 }
 
+/* A lying host: transfer-page packets whose ranges leave the receive buffer, name another page set
+ * or carry another NVSP message; RNDIS messages whose lengths and offsets lie; frames too short and
+ * too long; an unknown RNDIS type. Each is dropped and counted by netvsc (a rate-limited log line),
+ * the packet is completed (the sub-allocation comes back), and echo goes on. */
+static uint32_t rndis_frame(uint8_t *out, uint32_t frame_len)
+{
+    uint32_t h = rndis_build_packet(out, 64, NULL, 0, frame_len);
+    assert_int_equal(h, sizeof(struct rndis_packet));
+    memset(out + h, 0x5a, frame_len);
+    return h + frame_len;
+}
+
+static void test_hostile_host(void **state)
+{
+    (void)state;
+    start(0, 1, 0, 1);
+    static uint8_t b[2048];
+    struct netvsc_stats before, after;
+    netvsc_get_stats(nic, &before);
+    struct hvsim_netvsp_stats hs0;
+    hvsim_netvsp_get_stats(nvsp, &hs0);
+    uint32_t n = rndis_frame(b, 60);
+    struct hvsim_netvsp_raw outside = { .range_offset_delta = 3 << 20 };
+    assert_true(hvsim_netvsp_deliver_raw(nvsp, b, n, &outside));
+    struct hvsim_netvsp_raw wrapped = { .range_offset_delta = -(int64_t)(4u << 20) };
+    assert_true(hvsim_netvsp_deliver_raw(nvsp, b, n, &wrapped));
+    struct hvsim_netvsp_raw too_long = { .range_len = 0x7fffffffu };
+    assert_true(hvsim_netvsp_deliver_raw(nvsp, b, n, &too_long));
+    struct hvsim_netvsp_raw other_set = { .pageset_id = 0x1234 };
+    assert_true(hvsim_netvsp_deliver_raw(nvsp, b, n, &other_set));
+    struct hvsim_netvsp_raw other_msg = { .nvsp_type = 999 };
+    assert_true(hvsim_netvsp_deliver_raw(nvsp, b, n, &other_msg));
+    const uint32_t bad_ranges = 4, bad_nvsp = 1;
+    /* RNDIS lies, inside an honest range */
+    uint32_t msg_len_at = 4, data_offset_at = 8;
+    uint32_t lie = 5000;
+    n = rndis_frame(b, 60);
+    memcpy(b + msg_len_at, &lie, 4); /* msg_len past the range */
+    assert_true(hvsim_netvsp_deliver_raw(nvsp, b, n, NULL));
+    n = rndis_frame(b, 60);
+    lie = 4000;
+    memcpy(b + data_offset_at, &lie, 4); /* data past the message */
+    assert_true(hvsim_netvsp_deliver_raw(nvsp, b, n, NULL));
+    n = rndis_frame(b, 60);
+    lie = 2;
+    memcpy(b + data_offset_at, &lie, 4); /* data inside the header */
+    assert_true(hvsim_netvsp_deliver_raw(nvsp, b, n, NULL));
+    n = rndis_frame(b, 60);
+    lie = 0x55;
+    memcpy(b, &lie, 4); /* an RNDIS type no host sends */
+    assert_true(hvsim_netvsp_deliver_raw(nvsp, b, n, NULL));
+    const uint32_t bad_rndis = 4;
+    /* frames netvsc refuses: shorter than an Ethernet header, longer than MTU + 14 */
+    n = rndis_frame(b, 10);
+    assert_true(hvsim_netvsp_deliver_raw(nvsp, b, n, NULL));
+    n = rndis_frame(b, 1600);
+    assert_true(hvsim_netvsp_deliver_raw(nvsp, b, n, NULL));
+    const uint32_t bad_frames = 2;
+    /* every one of those came back (completed) and the NIC still echoes */
+    assert_true(pump(300, mixed, 10, 1, 16) > 0);
+    assert_int_equal(peer->bad, 0);
+    netvsc_get_stats(nic, &after);
+    assert_int_equal(after.rx_bad_range - before.rx_bad_range, bad_ranges);
+    assert_int_equal(after.rx_bad_nvsp - before.rx_bad_nvsp, bad_nvsp);
+    assert_int_equal(after.rx_bad_rndis - before.rx_bad_rndis, bad_rndis);
+    assert_int_equal(after.rx_bad_frame - before.rx_bad_frame, bad_frames);
+    struct hvsim_netvsp_stats hs;
+    hvsim_netvsp_get_stats(nvsp, &hs);
+    assert_true(hs.rx_completions - hs0.rx_completions >= 300 + bad_ranges + bad_nvsp + bad_rndis + bad_frames);
+    assert_int_equal(hs.channel_failures, 0);
+    assert_true(hosted_log_contains("netvsc: queue 0:")); /* logged, rate-limited */
+    stop();
+}
+
 /* A 9000-byte MTU on both sides: frames larger than a 6144-byte send-buffer section go out
  * GPA-direct from the queue's bounce; every echo still byte for byte. */
 static void test_jumbo_frames(void **state)
@@ -524,6 +599,7 @@ int main(void)
         cmocka_unit_test(test_echo_one_queue),   cmocka_unit_test(test_echo_multi_queue),
         cmocka_unit_test(test_versions),         cmocka_unit_test(test_bad_frames_dropped),
         cmocka_unit_test(test_link_down_up),     cmocka_unit_test(test_jumbo_frames),
+        cmocka_unit_test(test_hostile_host),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
