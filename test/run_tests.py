@@ -325,6 +325,80 @@ def run_net(build, res):
         res.add(ok, name, f"{detail} (log: {log})")
 
 
+def tap_available(name):
+    """Whether this process may create a TAP device (root or CAP_NET_ADMIN, /dev/net/tun)."""
+    import fcntl
+    import struct
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", name.encode(), 0x0002 | 0x1000))  # TUNSETIFF, TAP|NO_PI
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def run_net_tap(build, res):
+    """udp-echo with hvsim in TAP mode: the Linux host's own network stack (ARP, UDP) talks to the
+    guest through a TAP device instead of the user-mode gateway. Needs root; skipped (and said so)
+    without it."""
+    ifname = f"hvrt{os.getpid() % 100000}"
+    name = "net: TAP mode: the host's own stack reaches the guest (ARP, 1,000 UDP echoes byte for byte)"
+    if shutil.which("ip") is None or not tap_available(ifname):
+        print(f"SKIP  {name} (no TAP device: needs root and /dev/net/tun)")
+        return
+    disk = os.path.join(build, "udp-echo", "disk.img")
+    hvsim = os.path.join(build, "sim", "hvsim")
+    checks = {}
+
+    def drive(output):
+        for cmd in (["ip", "link", "set", ifname, "up"], ["ip", "addr", "add", "10.0.3.1/24", "dev", ifname]):
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if p.returncode:
+                checks["tap"] = (False, f"{' '.join(cmd)}: {p.stdout.strip()}")
+                return False
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("10.0.3.1", 0))
+            s.settimeout(10)
+            problems, got = [], 0
+            for i in range(1000):
+                body = i.to_bytes(4, "little") + bytes((i * 3 + k) & 0xFF for k in range(i % 1400))
+                s.sendto(body, ("10.0.3.2", 7))
+                try:
+                    data = s.recv(65536)
+                except socket.timeout:
+                    problems.append(f"no echo for datagram {i}")
+                    break
+                if data != body:
+                    problems.append(f"datagram {i}: echo differs")
+                    break
+                got += 1
+            checks["tap"] = (got == 1000 and not problems, f"{got} of 1000 echoes; " + "; ".join(problems))
+            s.sendto(b"quit", ("10.0.3.2", 9))
+        return True
+
+    result = {}
+    t0 = time.monotonic()
+    try:
+        status, out = qemu_run.run(disk, smp=2, cmdline="ip=10.0.3.2/24 quit_port=9 report=0", timeout=300,
+                                   quiet=True, hvsim=hvsim, hvsim_args=["--net-tap", ifname],
+                                   driver=(r"udp-echo: address \S+", drive, result))
+    except RuntimeError as e:
+        res.add(False, name, str(e))
+        return
+    log = os.path.join(build, "boot-logs", "udp-echo-tap.log")
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    with open(log, "w") as f:
+        f.write(out)
+    ok, detail = checks.get("tap", (False, "not run (the boot failed first)"))
+    res.add(ok and status == 0 and "error" not in result, f"{name} ({time.monotonic() - t0:.1f} s)",
+            f"{detail}; status {status}; driver error {result.get('error')!r} (log: {log})")
+
+
 def run_vhdx(build, res):
     """The Hyper-V disk (make vhdx) holds exactly the bytes of the raw image QEMU boots."""
     raw = os.path.join(build, "hello", "disk.img")
@@ -383,6 +457,7 @@ def main():
         run_boot(args.build, res, args.boot_filter)
         if not args.boot_filter or "net" in args.boot_filter:
             run_net(args.build, res)
+            run_net_tap(args.build, res)
         if not args.boot_filter or "screen" in args.boot_filter:
             run_screen(args.build, res)
     print(f"\ntest suite took {time.monotonic() - t0:.0f} s")
