@@ -2,7 +2,8 @@
 # top-level Makefile after test/hosted/hosted.mk, apps/netvsc/proto.mk and apps/net/net.mk.
 #   $(BUILD)/test/test_netvsc[_tsan]  the guest's netvsc + IPv4 stack on hosted VP threads against
 #                                     hvsim's netvsp in-process (test/unit/test_netvsc.c)
-#   make bench-netsys                 the same, -O2 without sanitizers, echoes per second
+#   make bench-netsys                 the same, -O2 without sanitizers: echoes per second, then the
+#                                     guest's instructions per echo under callgrind
 TEST_NETVSC_SRCS = $(sort $(TEST_KMCL_SRCS) apps/netvsc/netvsc.c $(NETVSC_PROTO_SRCS) $(NET_SRCS))
 TEST_NETVSC_DEPS = test/unit/test_netvsc.c $(TEST_NETVSC_SRCS) $(HOSTED_HDRS) $(NET_HDRS) $(NETVSC_PROTO_HDRS) \
 	apps/netvsc/netvsc.h test/unit/test_util.h
@@ -21,7 +22,8 @@ $(BUILD)/bench/bench_netsys: $(TEST_NETVSC_DEPS) | deps
 
 .PHONY: bench-netsys
 bench-netsys: $(BUILD)/bench/bench_netsys
-	NETSYS_BENCH=1 $(BUILD)/bench/bench_netsys
+	NETSYS_BENCH=1 $(BUILD)/bench/bench_netsys 2>/dev/null
+	test/bench/netsys_callgrind.sh $(BUILD)/bench/bench_netsys
 
 BENCHES += bench-netsys
 
