@@ -17,6 +17,9 @@
  * kmcl_server_packet_complete or _fail (from any thread, any time); processing_complete each time
  * the ring goes from non-empty to empty after at least one packet. Completions from the guest
  * complete packets sent with KMCL_SERVER_SEND_WAIT_FOR_COMPLETION and never reach process_packet.
+ * Reading that stopped (paused, at the quota) and may go on again is resumed by the outermost call
+ * that makes it possible (start, the completion that frees a slot) on its own thread, when that
+ * call returns: callbacks may run on any thread that calls this API, one at a time (the lock).
  *
  * Flow control (a host must bound what a guest can make it queue): incoming requests are not read
  * while (a) the channel is paused, (b) the transaction quota of packets delivered and not yet
