@@ -90,6 +90,7 @@ struct kmcl_channel {
     spinlock_t in_lock;
     struct kmcl_incoming pool[KMCL_MAX_IN_FLIGHT];
     struct list free_incoming, deferred;
+    uint32_t deferred_outstanding; /* queued for the worker or being delivered by it (atomic) */
     uint32_t batch;                /* delivered since the ring was last found empty */
     bool starved;                  /* reading stopped for want of an in-flight context */
 
@@ -590,7 +591,8 @@ static struct kmcl_incoming *incoming_get(struct kmcl_channel *ch)
 static void incoming_put(struct kmcl_incoming *in)
 {
     struct kmcl_channel *ch = in->ch;
-    kfree(in->copy);
+    if (in->copy) /* only deferred packets have one */
+        kfree(in->copy);
     in->copy = NULL;
     in->view = NULL;
     in->deferred = false;
@@ -783,13 +785,13 @@ static void deliver(struct kmcl_channel *ch, struct kmcl_incoming *in, const str
     ch->process_packet(ch, in, kmcl_pkt_payload(p), kmcl_pkt_payload_len(p), flags);
 }
 
-/* Whether later packets must queue behind deferred ones (in_lock not held). */
+/* Whether later packets must queue behind deferred ones: some are queued for the worker or being
+ * delivered by it (the count drops only after the worker's delivery returned, so a packet the
+ * worker has popped but not yet delivered still holds later ones back). No lock: one atomic load
+ * per packet on the fast path. */
 static bool deferred_pending(struct kmcl_channel *ch)
 {
-    irql_t old = lock(&ch->in_lock);
-    bool any = !list_empty(&ch->deferred);
-    unlock(&ch->in_lock, old);
-    return any;
+    return __atomic_load_n(&ch->deferred_outstanding, __ATOMIC_ACQUIRE) != 0;
 }
 
 static struct kmcl_incoming *pop_deferred(struct kmcl_channel *ch)
@@ -802,6 +804,7 @@ static struct kmcl_incoming *pop_deferred(struct kmcl_channel *ch)
 
 static void queue_deferred(struct kmcl_channel *ch, struct kmcl_incoming *in)
 {
+    __atomic_add_fetch(&ch->deferred_outstanding, 1, __ATOMIC_ACQ_REL);
     irql_t old = lock(&ch->in_lock);
     list_push_back(&ch->deferred, &in->link);
     unlock(&ch->in_lock, old);
@@ -989,6 +992,7 @@ static void worker_main(void *arg)
             in->redelivered = true; /* defer_to_passive refuses it now */
             deliver(ch, in, &in->copy_view, true);
             after_callback(in);
+            __atomic_sub_fetch(&ch->deferred_outstanding, 1, __ATOMIC_ACQ_REL);
         }
         if (ch->at_passive && !__atomic_load_n(&ch->paused, __ATOMIC_ACQUIRE) && !is_failed(ch))
             while (drain(ch, KMCL_DRAIN_BUDGET, true))
@@ -1124,8 +1128,10 @@ void kmcl_channel_disable(struct kmcl_channel *ch)
     dpc_cancel(&ch->dpc); /* an interrupt that came in meanwhile queued it again: it finds DISABLING */
     /* Deferred packets never delivered: retired without a completion (the channel is gone). */
     struct kmcl_incoming *in;
-    while ((in = pop_deferred(ch)) != NULL)
+    while ((in = pop_deferred(ch)) != NULL) {
         incoming_put(in);
+        __atomic_sub_fetch(&ch->deferred_outstanding, 1, __ATOMIC_ACQ_REL);
+    }
     /* Completions still waiting for ring space: nothing to write them into any more. */
     struct list unwritten;
     list_init(&unwritten);
