@@ -301,7 +301,7 @@ def run_net(build, res):
     result = {}
     t0 = time.monotonic()
     try:
-        status, out = qemu_run.run(disk, smp=2, cmdline="quit_port=9 report=0", timeout=600, quiet=True,
+        status, out = qemu_run.run(disk, smp=2, cmdline="quit_port=9 report=0 keepalive=1", timeout=600, quiet=True,
                                    hvsim=hvsim, hvsim_args=args,
                                    driver=(r"udp-echo: address \S+", drive, result))
     except RuntimeError as e:
@@ -313,9 +313,11 @@ def run_net(build, res):
     with open(log, "w") as f:
         f.write(out)
     boot_ok = status == 0 and re.search(r"udp-echo: address 10\.0\.2\.15/24 gateway 10\.0\.2\.2 \(dhcp\)", out) \
-        and re.search(r"udp-echo: exit: rx \d+ frames", out) and not re.search(r"PANIC|FATAL", out)
+        and re.search(r"udp-echo: exit: rx \d+ frames", out) and not re.search(r"PANIC|FATAL", out) \
+        and not re.search(r"did not answer a keep-alive", out) and re.search(r"keep-alives [1-9]", out)
     res.add(bool(boot_ok) and "error" not in result,
-            f"boot udp-echo against hvsim's netvsp: NVSP handshake, DHCP address, clean exit ({took:.1f} s)",
+            f"boot udp-echo against hvsim's netvsp: NVSP handshake, DHCP address, keep-alives answered, clean exit "
+            f"({took:.1f} s)",
             f"status {status}, driver error {result.get('error')!r} (log: {log})")
     names = {"echo": "net: 10,000 UDP datagrams of mixed sizes from a host socket, every reply byte for byte",
              "ping": "net: 20 pings from the gateway, 20 replies",

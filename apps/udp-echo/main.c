@@ -9,7 +9,8 @@
  * seconds, then exit 0; default: forever), report=5 (seconds between counter lines, 0: never),
  * queues=N (0: one per CPU), nvsp=61|6|5|4|2|1 (the newest NVSP version to ask for), rxbuf=KiB,
  * quit_port=N (off by default: a datagram "quit" to that UDP port ends the appliance cleanly, for
- * tests that want its exit counters).
+ * tests that want its exit counters), keepalive=10 (seconds between RNDIS keep-alives to the NIC,
+ * 0: none; a device that does not answer is reported).
  */
 #include "apps/net/net.h"
 #include "apps/netvsc/netvsc.h"
@@ -27,7 +28,7 @@
 
 const char *const app_name = "udp-echo";
 const char *const app_cmdline_keys[] = { "port",  "ip",    "gw",        "seconds", "report", "queues",
-                                         "nvsp",  "rxbuf", "quit_port", NULL };
+                                         "nvsp",  "rxbuf", "quit_port", "keepalive", NULL };
 
 #define TICK_NS 100000000ull
 #define LAT_BUCKETS 64 /* log2 histogram of the receive-to-send time in ns */
@@ -160,10 +161,12 @@ static void report(const char *when)
                      ns.bad_ip_checksum + ns.fragments + ns.bad_udp_length + ns.bad_udp_checksum + ns.no_port +
                      ns.bad_icmp + ns.tx_no_buffer + ns.tx_errors;
     kprintf("udp-echo: %s: rx %llu frames %llu bytes, tx %llu frames %llu bytes, echoed %llu datagrams %llu bytes, "
-            "ping %llu, drops %llu (no port %llu, bad checksum %llu, fragments %llu, no tx buffer %llu)\n",
+            "ping %llu, keep-alives %llu, drops %llu (no port %llu, bad checksum %llu, fragments %llu, "
+            "no tx buffer %llu)\n",
             when, (unsigned long long)ns.rx_frames, (unsigned long long)ns.rx_bytes,
             (unsigned long long)ns.tx_frames, (unsigned long long)ns.tx_bytes, (unsigned long long)echoes,
-            (unsigned long long)bytes, (unsigned long long)ns.icmp_echo, (unsigned long long)drops,
+            (unsigned long long)bytes, (unsigned long long)ns.icmp_echo, (unsigned long long)vs.keepalives,
+            (unsigned long long)drops,
             (unsigned long long)ns.no_port, (unsigned long long)(ns.bad_udp_checksum + ns.bad_ip_checksum),
             (unsigned long long)ns.fragments, (unsigned long long)(ns.tx_no_buffer + vs.tx_no_section));
     if (echoes)
@@ -272,7 +275,8 @@ int app_main(void)
 
     uint64_t seconds = cmdline_u64(cl, "seconds", 0, 0, 1u << 30);
     uint64_t every = cmdline_u64(cl, "report", 5, 0, 1u << 30) * 1000000000ull;
-    uint64_t start = now, next_report = now + every;
+    uint64_t keepalive = cmdline_u64(cl, "keepalive", 10, 0, 3600) * 1000000000ull;
+    uint64_t start = now, next_report = now + every, next_keepalive = now + keepalive;
     bool shown = false;
     for (;;) {
         thread_sleep_ns(TICK_NS);
@@ -287,6 +291,12 @@ int app_main(void)
         if (configured && !shown)
             print_address(dhcp);
         shown = configured;
+        if (keepalive && now >= next_keepalive) {
+            status_t k = netvsc_keepalive(nic); /* PASSIVE: waits for the device (5 s at most) */
+            if (k != STATUS_OK)
+                kprintf("udp-echo: the network adapter did not answer a keep-alive: %s\n", status_name(k));
+            next_keepalive = tsc_ns_since_boot() + keepalive;
+        }
         if (every && now >= next_report) {
             report("counters");
             next_report = now + every;
