@@ -22,6 +22,7 @@
 #include "hv/hv.h"
 #include "hv/vmbus.h"
 #include "kernel/app.h"
+#include "kernel/fmt.h"
 #include "kernel/log.h"
 #include "kernel/string.h"
 #include "kernel/thread.h"
@@ -169,6 +170,14 @@ static void report(const char *when)
             (unsigned long long)drops,
             (unsigned long long)ns.no_port, (unsigned long long)(ns.bad_udp_checksum + ns.bad_ip_checksum),
             (unsigned long long)ns.fragments, (unsigned long long)(ns.tx_no_buffer + vs.tx_no_section));
+    if (netvsc_queue_count(nic) > 1) {
+        char line[256];
+        size_t at = 0;
+        for (uint32_t q = 0; q < netvsc_queue_count(nic) && at < sizeof line; q++)
+            at += (size_t)fmt_snprintf(line + at, sizeof line - at, "%s%u: cpu%u %llu frames", q ? ", " : "", q,
+                            netvsc_queue_cpu(nic, q), (unsigned long long)netvsc_queue_rx_frames(nic, q));
+        kprintf("udp-echo: %s: queues %s\n", when, line);
+    }
     if (echoes)
         kprintf("udp-echo: %s: receive-to-send latency min %llu ns, mean %llu ns, p99 < %llu ns, max %llu ns "
                 "(%llu echoes)\n",
