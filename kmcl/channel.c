@@ -3,8 +3,10 @@
  * CPU) and passive-level executor (a worker thread per channel), over hv/vmbus and kmcl's rings.
  * Contract in kmcl/channel.h.
  *
- * Locks: send_lock (DISPATCH) guards the outbound ring, the send backlog and the transaction table;
- * in_lock (DISPATCH) guards the in-flight pool and the deferred queue. Only one context reads the
+ * Locks: send_lock (DISPATCH) guards the outbound ring, the send and completion backlogs and the
+ * transaction table; in_lock (DISPATCH) guards the in-flight pool and the deferred queue. An
+ * incoming packet's context is retired by a hold count (the callback, the owner until complete, a
+ * completion waiting for ring space). Only one context reads the
  * inbound ring at a time: the channel's DPC, or its worker when the channel processes at PASSIVE.
  */
 #include "kmcl/channel.h"
