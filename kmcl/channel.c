@@ -41,6 +41,7 @@ struct kmcl_incoming {
                                       queued completion; retired (back to the pool) at 0 */
     bool deferred;
     bool redelivered;              /* delivered by the worker at PASSIVE: no second deferral */
+    bool completed;                /* complete (or fail) was called for this delivery */
     uint32_t completion_len;       /* a completion waiting for ring space: its payload */
     uint8_t *completion_buf;       /* completion_inline or heap */
     uint8_t completion_inline[COMPLETION_INLINE];
@@ -285,6 +286,26 @@ status_t kmcl_channel_complete_transaction(struct kmcl_channel *ch, const struct
     return is_failed(ch) ? STATUS_BAD_DATA : STATUS_OK;
 }
 
+status_t kmcl_channel_send_raw_completion(struct kmcl_channel *ch, uint64_t trans_id, const void *buf, uint32_t len)
+{
+    irql_t old = lock(&ch->send_lock);
+    status_t st = STATUS_INVALID_STATE;
+    bool sig = false;
+    if (!is_failed(ch) && __atomic_load_n(&ch->state, __ATOMIC_ACQUIRE) == KMCL_ENABLED) {
+        struct kmcl_iov iov = { buf, len };
+        st = list_empty(&ch->completion_backlog) ? kmcl_pkt_send_completion(&ch->out, trans_id, &iov, 1, 0, &sig)
+                                                 : STATUS_NO_SPACE;
+        if (st == STATUS_OK)
+            stat_inc(&ch->stats.completions_out);
+        else if (st != STATUS_NO_SPACE)
+            fail_channel(ch, kmcl_ring_failure(&ch->out), "writing a completion");
+    }
+    unlock(&ch->send_lock, old);
+    if (sig)
+        signal_host(ch);
+    return st;
+}
+
 void kmcl_channel_report_failure(struct kmcl_channel *ch)
 {
     fail_channel(ch, kmcl_ring_failure(&ch->in), "reading the inbound ring (suppressed queue management)");
@@ -459,6 +480,10 @@ status_t kmcl_packet_send(struct kmcl_packet *pkt, const void *buf, uint32_t len
     pkt->abandoned = false;
 
     irql_t old = lock(&ch->send_lock);
+    if (__atomic_load_n(&ch->state, __ATOMIC_ACQUIRE) != KMCL_ENABLED) { /* disable began meanwhile */
+        unlock(&ch->send_lock, old);
+        return STATUS_INVALID_STATE;
+    }
     status_t st = STATUS_OK;
     pkt->trans_id = 0;
     if (flags & KMCL_SEND_WAIT_FOR_COMPLETION)
@@ -634,7 +659,9 @@ static void release(struct kmcl_incoming *in)
 static void send_completion(struct kmcl_channel *ch, struct kmcl_incoming *in, const void *buf, uint32_t len)
 {
     irql_t old = lock(&ch->send_lock);
-    if (is_failed(ch)) {
+    /* Under send_lock: disable sets DISABLING and then takes the lock once, so after that no
+     * completion is written into rings the close is about to free. */
+    if (is_failed(ch) || __atomic_load_n(&ch->state, __ATOMIC_ACQUIRE) != KMCL_ENABLED) {
         unlock(&ch->send_lock, old);
         return;
     }
@@ -695,6 +722,11 @@ void kmcl_channel_packet_complete(struct kmcl_incoming *in, const void *buf, uin
         pr_err("kmcl: a packet deferred to passive was also completed: completion ignored");
         return;
     }
+    if (__atomic_exchange_n(&in->completed, true, __ATOMIC_ACQ_REL)) {
+        pr_err("kmcl: %s: a packet completed twice (trans_id %llu): ignored", in->ch->name,
+               (unsigned long long)in->trans_id);
+        return;
+    }
     if (in->completion_requested)
         send_completion(in->ch, in, buf, len);
     release(in); /* the owner's hold; the callback's (if still inside) goes when it returns */
@@ -717,8 +749,8 @@ void kmcl_channel_packet_fail(struct kmcl_incoming *in, status_t status)
 
 status_t kmcl_channel_packet_defer_to_passive(struct kmcl_incoming *in)
 {
-    if (!in->in_callback || in->deferred || in->redelivered)
-        return STATUS_INVALID_STATE; /* only from inside process_packet, once, and not at PASSIVE */
+    if (!in->in_callback || in->deferred || in->redelivered || __atomic_load_n(&in->completed, __ATOMIC_ACQUIRE))
+        return STATUS_INVALID_STATE; /* only inside process_packet, once, not at PASSIVE, not once completed */
     in->deferred = true;
     return STATUS_OK;
 }
@@ -779,6 +811,7 @@ static bool copy_for_passive(struct kmcl_incoming *in, const struct kmcl_ring_pa
 static void deliver(struct kmcl_channel *ch, struct kmcl_incoming *in, const struct kmcl_ring_packet *p, bool passive)
 {
     in->view = p;
+    __atomic_store_n(&in->completed, false, __ATOMIC_RELAXED);
     __atomic_store_n(&in->holds, 2, __ATOMIC_RELEASE); /* the callback's and the owner's */
     __atomic_store_n(&in->in_callback, 1, __ATOMIC_RELEASE);
     uint32_t flags = passive ? KMCL_PROCESS_AT_PASSIVE : 0;
@@ -963,6 +996,8 @@ static void channel_dpc(struct dpc *d, void *ctx)
 /* Reading stopped for want of a context and one is back: the reader of this channel goes on. */
 static void resume_reading(struct kmcl_channel *ch)
 {
+    if (__atomic_load_n(&ch->state, __ATOMIC_ACQUIRE) != KMCL_ENABLED)
+        return; /* disable retires contexts after the DPC is cancelled: no new pass then */
     if (ch->polling)
         return; /* the poller looks again anyway */
     if (ch->at_passive)
@@ -1036,6 +1071,8 @@ status_t kmcl_channel_enable(struct kmcl_channel *ch)
 {
     IRQL_ASSERT_MAX(IRQL_PASSIVE);
     bool suppressed = ch && (ch->flags & KMCL_CHANNEL_FLAG_SUPPRESS_QUEUE_MANAGEMENT);
+    if (ch && ch->polling && ch->at_passive)
+        return STATUS_INVALID_PARAMETER; /* two readers of one ring: the poller and the worker */
     if (!ch || ch->state != KMCL_INITIALIZING || (suppressed ? !ch->queue_cb || ch->at_passive || ch->polling
                                                              : !ch->process_packet))
         return STATUS_INVALID_PARAMETER;
@@ -1112,6 +1149,8 @@ void kmcl_channel_disable(struct kmcl_channel *ch)
     /* seq_cst with the DPC's dpc_running store then state load: either it sees DISABLING, or we see
      * it running and wait. */
     __atomic_store_n(&ch->state, KMCL_DISABLING, __ATOMIC_SEQ_CST);
+    irql_t fence = lock(&ch->send_lock); /* writers that saw ENABLED under the lock are done */
+    unlock(&ch->send_lock, fence);
     /* Stop every reader of the rings before the bus frees them: the poller, the DPC (one already
      * running finishes first), the worker. */
     __atomic_store_n(&ch->worker_stop, true, __ATOMIC_RELEASE);
@@ -1152,7 +1191,10 @@ void kmcl_channel_disable(struct kmcl_channel *ch)
         pkt->queued = false;
         if (pkt->trans_id)
             drop_xact_locked(ch, pkt->trans_id);
-        list_push_back(&cancelled, &pkt->link);
+        if (pkt->abandoned)
+            kmcl_packet_free(pkt); /* a synchronous request that timed out while queued: nobody waits */
+        else
+            list_push_back(&cancelled, &pkt->link);
     }
     uint64_t id;
     void *ctx;

@@ -105,6 +105,12 @@ void kmcl_channel_signal(struct kmcl_channel *ch);
 /* A completion packet read from the inbound ring: completes the packet it answers (STATUS_BAD_DATA:
  * no such transaction, the channel failed). */
 status_t kmcl_channel_complete_transaction(struct kmcl_channel *ch, const struct kmcl_ring_packet *p) WARN_UNUSED;
+/* Suppressed queue management: the completion of a host packet the driver read itself (one that
+ * asked for it), written now; STATUS_NO_SPACE when the ring has no room (the driver keeps the
+ * packet unconsumed and tries again at its next queue callback: the host signals once it has read),
+ * STATUS_INVALID_STATE when the channel is not enabled or FAILED. <= DISPATCH. */
+status_t kmcl_channel_send_raw_completion(struct kmcl_channel *ch, uint64_t trans_id, const void *buf, uint32_t len)
+    WARN_UNUSED;
 /* The inbound ring failed under the driver's reading: the channel is marked FAILED (logged). */
 void kmcl_channel_report_failure(struct kmcl_channel *ch);
 status_t kmcl_channel_enable(struct kmcl_channel *ch) WARN_UNUSED;
@@ -150,7 +156,9 @@ status_t kmcl_channel_send_synchronous_request(struct kmcl_channel *ch, const vo
 
 /* Retires an incoming packet; if the host asked for a completion, sends one carrying buf. A
  * completion that finds the ring full is copied and queued (ahead of queued packets), written when
- * the host makes room: never lost, never waited for. */
+ * the host makes room: never lost, never waited for. Once per delivery (a second call is logged and
+ * ignored); every delivered packet must be completed before kmcl_channel_cleanup (after disable the
+ * completion is no longer written, the packet is just retired). */
 void kmcl_channel_packet_complete(struct kmcl_incoming *pkt, const void *buf, uint32_t len);
 /* The same with a failure status (a completion carrying {u32 status}, if one was asked for). */
 void kmcl_channel_packet_fail(struct kmcl_incoming *pkt, status_t status);

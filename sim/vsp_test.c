@@ -259,10 +259,9 @@ static void acked_done(struct kmcl_server_packet *pkt, status_t status, const vo
     struct hvsim_vsp_test_send_n_result r = { .status = a->failed ? HVSIM_VSP_TEST_STATUS_BAD_REQUEST
                                                                    : HVSIM_VSP_TEST_STATUS_OK,
                                               .count = a->count };
-    if (a->failed) /* cancelled: the channel closed or failed; no completion to write */
-        kmcl_server_packet_complete(a->req, NULL, 0);
-    else
-        complete(a->c, a->req, &r, sizeof r);
+    /* {BAD_REQUEST, count} when some were not sent (the id table was full) or were cancelled; on a
+     * channel that closed or failed kmcl writes nothing, it just retires the request. */
+    complete(a->c, a->req, &r, sizeof r);
     for (uint32_t i = 0; i < a->count; i++)
         if (a->pkts[i] != pkt)
             kmcl_server_packet_free(a->pkts[i]);

@@ -42,9 +42,11 @@
  *                       once, and the host keeps reading meanwhile (the guest's completions must get
  *                       through): answers to later requests may come between them. When the guest
  *                       has completed every one, with the completion flag, a completion
- *                       {u32 status 0, u32 count}. A bad size or count: as SEND_N's.
- *    5 SIGNAL_ONLY      no packet back: the host signals the channel (HvSignalEvent's answer in the
- *                       shape of an interrupt, for raw-VMBus probes). The completion flag is ignored.
+ *                       {u32 status 0, u32 count} (status BAD_REQUEST if some could not be sent:
+ *                       the host's transaction ids ran out). A bad size or count: as SEND_N's.
+ *    5 SIGNAL_ONLY      no in-band answer: the host signals the channel (HvSignalEvent's answer in the
+ *                       shape of an interrupt, for raw-VMBus probes). With the completion flag, an
+ *                       empty completion (every packet is completed).
  *    other opcodes, and payloads shorter than 4 bytes: counted (unknown_opcodes, bad_requests);
  *                       with the completion flag, a completion {u32 UNKNOWN_OPCODE} or
  *                       {u32 BAD_REQUEST} (every packet is completed, as KMCL requires).

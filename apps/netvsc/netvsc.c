@@ -52,7 +52,7 @@ struct netvsc_queue {
     struct big_slot {
         struct netvsc_queue *q;
         uint8_t *buf;
-        uint32_t busy;
+        uint32_t pages, busy;
         struct kmcl_packet *pkt;
     } big[BIG_SLOTS];
     uint32_t big_pages; /* per bounce; 0: no bounces (every frame fits a section) */
@@ -78,6 +78,8 @@ struct netvsc {
     uint8_t *send_buf;
     uint32_t send_bytes, send_gpadl, section_size, section_count;
     bool recv_sent, send_sent; /* the host has them (revoke at detach) */
+    bool recv_ready;           /* the host accepted the receive buffer (atomic): transfer pages make sense */
+    bool leak_recv, leak_send; /* their GPADL teardown failed: the host may still write, never free */
 
     spinlock_t sec_lock;
     uint32_t *free_sections, free_count;
@@ -118,7 +120,11 @@ static inline void bump(uint64_t *c, uint64_t n) { __atomic_fetch_add(c, n, __AT
 static void take_control_answer(struct netvsc *nv, const struct rndis_msg *m)
 {
     bump(&nv->st.control_messages, 1);
-    if (m->request_id == 0 || m->request_id != __atomic_load_n(&nv->ctrl_request_id, __ATOMIC_ACQUIRE)) {
+    /* Claimed by one CAS (id -> 0): a duplicated answer on another queue, or one racing with the
+     * waiter's timeout, finds 0 and is dropped, so the answer fields have one writer. */
+    uint32_t id = m->request_id;
+    if (id == 0 || !__atomic_compare_exchange_n(&nv->ctrl_request_id, &id, 0, false, __ATOMIC_ACQ_REL,
+                                                __ATOMIC_ACQUIRE)) {
         rate_limited(nv, "netvsc: RNDIS %s for request %u, which nobody waits for: dropped", rndis_msg_name(m->type),
                      m->request_id);
         return;
@@ -136,7 +142,6 @@ static void take_control_answer(struct netvsc *nv, const struct rndis_msg *m)
     if (n)
         memcpy(nv->ctrl_resp, info, n);
     nv->ctrl_resp_len = n;
-    __atomic_store_n(&nv->ctrl_request_id, 0, __ATOMIC_RELEASE);
     event_set(&nv->ctrl_done);
 }
 
@@ -204,6 +209,11 @@ static uint32_t take_xfer(struct netvsc_queue *q, struct kmcl_incoming *pkt, con
     struct netvsc *nv = q->nv;
     struct nvsp_msg m;
     const char *why = NULL;
+    if (!__atomic_load_n(&nv->recv_ready, __ATOMIC_ACQUIRE)) {
+        bump(&nv->st.rx_bad_nvsp, 1);
+        rate_limited(nv, "netvsc: queue %u: transfer-page packet before the receive buffer: dropped", q->index);
+        return NVSP_STATUS_FAILURE;
+    }
     if (nvsp_msg_check(buf, len, NVSP_TO_GUEST, &m, &why) != STATUS_OK || m.type != NVSP_MSG1_SEND_RNDIS_PACKET) {
         bump(&nv->st.rx_bad_nvsp, 1);
         rate_limited(nv, "netvsc: queue %u: transfer-page packet without SEND_RNDIS_PACKET (%s): dropped", q->index,
@@ -291,22 +301,29 @@ static void on_batch_done(struct kmcl_channel *ch, uint32_t n)
 
 /* ---- transmit ---- */
 
+/* The section and the slot go back to the pools. */
+static void tx_release(struct tx_slot *t)
+{
+    struct netvsc_queue *q = t->q;
+    struct netvsc *nv = q->nv;
+    irql_t old = spin_lock(&nv->sec_lock);
+    nv->section_slot[t->section] = NULL;
+    nv->free_sections[nv->free_count++] = t->section;
+    q->tx_free[q->tx_free_count++] = t;
+    spin_unlock(&nv->sec_lock, old);
+}
+
 static void tx_done(struct kmcl_packet *pkt, status_t status, const void *buf, uint32_t len)
 {
     struct tx_slot *t = kmcl_packet_get_context(pkt);
-    struct netvsc_queue *q = t->q;
-    struct netvsc *nv = q->nv;
+    struct netvsc *nv = t->q->nv;
     struct nvsp_msg m;
     const char *why;
     if (status != STATUS_OK || nvsp_msg_check(buf, len, NVSP_TO_GUEST, &m, &why) != STATUS_OK ||
         m.type != NVSP_MSG1_SEND_RNDIS_PACKET_COMPLETE || m.u.rndis_pkt_complete.status != NVSP_STATUS_SUCCESS)
         bump(&nv->st.tx_host_errors, 1);
     bump(&nv->st.tx_completions, 1);
-    irql_t old = spin_lock(&nv->sec_lock);
-    nv->section_slot[t->section] = NULL;
-    nv->free_sections[nv->free_count++] = t->section;
-    q->tx_free[q->tx_free_count++] = t;
-    spin_unlock(&nv->sec_lock, old);
+    tx_release(t);
 }
 
 static void big_done(struct kmcl_packet *pkt, status_t status, const void *buf, uint32_t len)
@@ -330,7 +347,7 @@ void *netvsc_tx_begin(struct netvsc *nv, uint32_t queue, uint32_t len)
         return NULL;
     }
     if (len > nv->section_size - RNDIS_HDR) {
-        for (uint32_t i = 0; q->big_pages && i < BIG_SLOTS; i++)
+        for (uint32_t i = 0; __atomic_load_n(&q->big_pages, __ATOMIC_ACQUIRE) && i < BIG_SLOTS; i++)
             if (!__atomic_exchange_n(&q->big[i].busy, 1, __ATOMIC_ACQ_REL))
                 return q->big[i].buf + RNDIS_HDR;
         bump(&nv->st.tx_no_section, 1);
@@ -395,7 +412,7 @@ status_t netvsc_tx_end(struct netvsc *nv, uint32_t queue, void *frame, uint32_t 
                                      : STATUS_INVALID_PARAMETER;
     if (s != STATUS_OK) {
         bump(&nv->st.tx_send_failed, 1);
-        tx_done(t->pkt, STATUS_CANCELLED, NULL, 0); /* the section and slot go back */
+        tx_release(t); /* never sent: no completion will come */
         return s;
     }
     bump(&nv->st.tx_frames, 1);
@@ -496,6 +513,7 @@ static status_t send_buffers(struct netvsc *nv)
     if (s != STATUS_OK)
         return s;
     nv->recv_sent = true;
+    __atomic_store_n(&nv->recv_ready, true, __ATOMIC_RELEASE); /* transfer pages are taken from now */
     if (m.u.recv_buf_complete.status != NVSP_STATUS_SUCCESS || m.u.recv_buf_complete.num_sections != 1 ||
         !nvsp_recv_section_fits(&m.u.recv_buf_complete.sections[0], nv->recv_bytes)) {
         pr_err("netvsc: the host refused the %u-byte receive buffer (status %u, %u sections)", nv->recv_bytes,
@@ -553,7 +571,10 @@ static status_t rndis_request(struct netvsc *nv, uint32_t len, uint32_t id, uint
         s = STATUS_DEVICE_ERROR;
     if (s == STATUS_OK)
         s = event_wait(&nv->ctrl_done, TIMEOUT_NS);
-    __atomic_store_n(&nv->ctrl_request_id, 0, __ATOMIC_RELEASE);
+    uint32_t armed = id;
+    if (!__atomic_compare_exchange_n(&nv->ctrl_request_id, &armed, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) &&
+        s != STATUS_OK) /* a DPC claimed the answer just now: it is being written; take it */
+        s = event_wait(&nv->ctrl_done, TIMEOUT_NS);
     if (s != STATUS_OK) {
         pr_err("netvsc: RNDIS %s: %s", what, s == STATUS_TIMEOUT ? "no answer from the host in 5 s" : status_name(s));
         return s;
@@ -629,8 +650,6 @@ status_t netvsc_keepalive(struct netvsc *nv)
 
 /* ---- channels ---- */
 
-static uint32_t nv_mtu_frame(const struct netvsc *nv) { return nv->mtu + ETH_HEADER; }
-
 static status_t open_big(struct netvsc *nv, struct netvsc_queue *q)
 {
     uint32_t need = RNDIS_HDR + nv->mtu + ETH_HEADER;
@@ -640,6 +659,7 @@ static status_t open_big(struct netvsc *nv, struct netvsc_queue *q)
     for (uint32_t i = 0; i < BIG_SLOTS; i++) {
         struct big_slot *b = &q->big[i];
         b->q = q;
+        b->pages = pages;
         b->buf = page_alloc(pages);
         if (!b->buf)
             return STATUS_NO_MEMORY;
@@ -649,7 +669,7 @@ static status_t open_big(struct netvsc *nv, struct netvsc_queue *q)
         kmcl_packet_set_context(b->pkt, b);
         kmcl_packet_set_completion_routine(b->pkt, big_done);
     }
-    q->big_pages = pages; /* set last: tx_begin uses the bounces only once all are there */
+    __atomic_store_n(&q->big_pages, pages, __ATOMIC_RELEASE); /* last: tx_begin uses them once all are there */
     return STATUS_OK;
 }
 
@@ -707,7 +727,7 @@ static void close_queue(struct netvsc_queue *q)
     for (uint32_t i = 0; i < BIG_SLOTS; i++) {
         kmcl_packet_free(q->big[i].pkt);
         if (q->big[i].buf)
-            page_free(q->big[i].buf, (RNDIS_HDR + nv_mtu_frame(q->nv) + 4095) / 4096);
+            page_free(q->big[i].buf, q->big[i].pages);
         q->big[i].pkt = NULL;
         q->big[i].buf = NULL;
     }
@@ -727,7 +747,7 @@ static const uint8_t rss_key[NDIS_RSS_KEY_SIZE] = {
  * round-robin. PASSIVE, ctrl_mutex held. */
 static status_t set_rss(struct netvsc *nv)
 {
-    static uint8_t info[sizeof(struct ndis_rss_params) + 4 * NDIS_RSS_TABLE_MAX + NDIS_RSS_KEY_SIZE];
+    uint8_t info[sizeof(struct ndis_rss_params) + 4 * NDIS_RSS_TABLE_MAX + NDIS_RSS_KEY_SIZE]; /* PASSIVE stack */
     struct ndis_rss_params p = {
         .type = NDIS_OBJECT_TYPE_RSS_PARAMETERS,
         .revision = NDIS_RSS_PARAMS_REVISION_2,
@@ -776,8 +796,10 @@ static void open_sub_channels(struct netvsc *nv, struct vmbus_channel *primary)
         return;
     }
     for (uint32_t i = 0; i < granted; i++) {
-        if (open_queue(nv, i + 1, subs[i]) != STATUS_OK)
+        if (open_queue(nv, i + 1, subs[i]) != STATUS_OK) {
+            close_queue(&nv->q[i + 1]); /* enabled or not: nothing of it stays */
             break;
+        }
         nv->queues = i + 2;
     }
     if (nv->queues > 1) {
@@ -836,13 +858,13 @@ status_t netvsc_attach(struct vmbus_channel *primary, const struct netvsc_config
     }
     if (s == STATUS_OK)
         s = send_buffers(nv);
-    if (s == STATUS_OK)
-        s = open_big(nv, &nv->q[0]);
     if (s == STATUS_OK) {
         mutex_lock(&nv->ctrl_mutex);
         s = rndis_start(nv);
         mutex_unlock(&nv->ctrl_mutex);
     }
+    if (s == STATUS_OK) /* the MTU is final now: the primary's jumbo bounces (sub-channels get theirs at open) */
+        s = open_big(nv, &nv->q[0]);
     if (s != STATUS_OK) {
         netvsc_detach(nv);
         return s;
@@ -888,15 +910,17 @@ void netvsc_detach(struct netvsc *nv)
         close_queue(&nv->q[i]);
     /* The GPADLs go before the primary closes (they belong to it). */
     if (nv->q[0].ch) {
+        /* The host may still hold a buffer whose teardown failed: never reused (vmbus counts it).
+         * The pointers stay: the queue's DPC may still be reading until close_queue. */
         if (nv->send_gpadl && kmcl_channel_delete_gpadl(nv->q[0].ch, nv->send_gpadl) != STATUS_OK)
-            nv->send_buf = NULL; /* the host may still hold it: never reuse (counted by vmbus) */
+            nv->leak_send = true;
         if (nv->recv_gpadl && kmcl_channel_delete_gpadl(nv->q[0].ch, nv->recv_gpadl) != STATUS_OK)
-            nv->recv_buf = NULL;
+            nv->leak_recv = true;
     }
     close_queue(&nv->q[0]);
-    if (nv->recv_buf)
+    if (nv->recv_buf && !nv->leak_recv)
         page_free(nv->recv_buf, nv->recv_bytes / 4096);
-    if (nv->send_buf)
+    if (nv->send_buf && !nv->leak_send)
         page_free(nv->send_buf, nv->send_bytes / 4096);
     if (nv->ctrl_page)
         page_free(nv->ctrl_page, 1);

@@ -71,7 +71,7 @@ struct netvsc_stats {
     uint64_t rx_bad_rndis;        /* a malformed RNDIS message */
     uint64_t rx_bad_nvsp;         /* a malformed or unexpected NVSP message */
     uint64_t rx_bad_frame;        /* too short or too long a frame */
-    uint64_t rx_no_handler;       /* frames before ops->receive was set */
+    uint64_t rx_no_handler;       /* frames while ops->receive is NULL */
     uint64_t tx_no_section;       /* tx_begin found no free section or packet */
     uint64_t tx_too_big, tx_send_failed, tx_host_errors;
     uint64_t tx_gpa_direct;       /* frames larger than a section, sent GPA-direct from a bounce */

@@ -47,6 +47,7 @@ static spinlock_t net_lock = SPINLOCK_INIT;
 static irql_t net_lock_irql;
 static struct queue_stats qs[NETVSC_MAX_QUEUES];
 static volatile bool link_event, link_state, quit;
+static bool stack_ready; /* frames reach the stack only once it is set up (netvsc delivers from attach on) */
 
 /* ---- the stack's ops ---- */
 
@@ -86,6 +87,8 @@ static void log_line(void *ctx, const char *line)
 static void on_frame(void *ctx, uint32_t queue, const void *frame, uint32_t len)
 {
     (void)ctx;
+    if (!__atomic_load_n(&stack_ready, __ATOMIC_ACQUIRE))
+        return; /* before net_if_init: the frame is dropped (the host retransmits what matters) */
     qs[queue].t_rx = rdtsc();
     net_input(&nif, queue, frame, len, tsc_ns_since_boot());
 }
@@ -260,6 +263,7 @@ int app_main(void)
         netvsc_detach(nic);
         return 6;
     }
+    __atomic_store_n(&stack_ready, true, __ATOMIC_RELEASE); /* set up: the configuration calls lock */
     uint64_t now = tsc_ns_since_boot();
     const char *ip_arg = cmdline_find(cl, "ip");
     bool dhcp = ip_arg == NULL;
