@@ -918,8 +918,10 @@ static bool drain(struct kmcl_channel *ch, uint32_t budget, bool passive)
         ch->batch++;
         if ((!passive && ch->at_passive) || deferred_pending(ch)) {
             /* In order behind packets already waiting for the worker. */
-            if (!copy_for_passive(in, &p)) {
+            if (!copy_for_passive(in, &p)) { /* out of memory: the packet stays; read again next pass */
                 incoming_put(in);
+                __atomic_sub_fetch(&ch->stats.packets_in, 1, __ATOMIC_RELAXED);
+                ch->batch--;
                 more = true;
                 break;
             }

@@ -893,11 +893,14 @@ bool kmcl_server_channel_interrupt(struct kmcl_server_channel *ch)
 status_t kmcl_server_channel_enable(struct kmcl_server_channel *ch, const struct kmcl_server_transport *t,
                                     void *in_ring, uint32_t in_bytes, void *out_ring, uint32_t out_bytes)
 {
-    if (!ch || !t || ch->state != INITIALIZING)
-        return STATUS_INVALID_PARAMETER;
-    if (!(ch->flags & KMCL_SERVER_FLAG_SUPPRESS_QUEUE_MANAGEMENT) ? !ch->process_packet : !ch->queue_cb)
+    if (!ch || !t)
         return STATUS_INVALID_PARAMETER;
     enter(ch);
+    if (ch->state != INITIALIZING ||
+        (!(ch->flags & KMCL_SERVER_FLAG_SUPPRESS_QUEUE_MANAGEMENT) ? !ch->process_packet : !ch->queue_cb)) {
+        leave(ch);
+        return STATUS_INVALID_PARAMETER;
+    }
     ch->t = *t;
     ch->state = ENABLED;
     /* The guest initialised both rings before OPENCHANNEL: take over the indices found (checked). */

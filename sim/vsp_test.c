@@ -199,7 +199,7 @@ static void take_send_n(struct vsp_chan *c, struct kmcl_server_incoming *in, con
     memcpy(&req, payload, sizeof req); /* read once: the guest may still change its ring */
     COUNT(c->v, send_n_requests, 1);
     bool ok = req.size >= sizeof(struct hvsim_vsp_test_data_header) &&
-              req.size <= kmcl_server_channel_max_inband_payload(c->ch);
+              req.size <= kmcl_server_channel_max_inband_payload(c->ch) && req.count <= HVSIM_VSP_TEST_MAX_SEND_N;
     if (ok && req.size > c->job_buf_size) {
         uint8_t *b = realloc(c->job_buf, req.size);
         ok = b != NULL;

@@ -32,7 +32,8 @@
  *                       {u32 status 0, u32 count} follows the last one. When the ring is full the
  *                       host stops (pending_send_sz tells the guest's reader to signal it when
  *                       there is room) and takes NO further guest packets until the batch is out:
- *                       answers keep their order. A bad size: no packets, counted in bad_requests,
+ *                       answers keep their order. A bad size, or a count above
+ *                       HVSIM_VSP_TEST_MAX_SEND_N: no packets, counted in bad_requests,
  *                       and with the completion flag a completion {u32 status BAD_REQUEST, u32 0}.
  *                       A payload shorter than 12 bytes: counted in bad_requests, and with the
  *                       completion flag a completion {u32 BAD_REQUEST}.
@@ -125,6 +126,7 @@ enum hvsim_vsp_test_op {
     HVSIM_VSP_TEST_OP_SEND_N_ACKED = 7,
 };
 
+#define HVSIM_VSP_TEST_MAX_SEND_N (1u << 24) /* SEND_N packets in one request (more: BAD_REQUEST) */
 #define HVSIM_VSP_TEST_MAX_ACKED 1000u /* SEND_N_ACKED packets in one request (the host's id table holds 1024) */
 
 /* Completion statuses (the first u32 of the SEND_N and GPA-direct completions). */
