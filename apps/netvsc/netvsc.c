@@ -313,14 +313,22 @@ static void tx_release(struct tx_slot *t)
     spin_unlock(&nv->sec_lock, old);
 }
 
+/* A transmit's completion: only its type and status are used, so only those 8 bytes are read
+ * (once, from the ring the host shares): SEND_RNDIS_PACKET_COMPLETE with SUCCESS, or an error. */
+static bool tx_completion_ok(status_t status, const void *buf, uint32_t len)
+{
+    uint32_t w[2];
+    if (status != STATUS_OK || len < sizeof w || !buf)
+        return false;
+    memcpy(w, buf, sizeof w);
+    return w[0] == NVSP_MSG1_SEND_RNDIS_PACKET_COMPLETE && w[1] == NVSP_STATUS_SUCCESS;
+}
+
 static void tx_done(struct kmcl_packet *pkt, status_t status, const void *buf, uint32_t len)
 {
     struct tx_slot *t = kmcl_packet_get_context(pkt);
     struct netvsc *nv = t->q->nv;
-    struct nvsp_msg m;
-    const char *why;
-    if (status != STATUS_OK || nvsp_msg_check(buf, len, NVSP_TO_GUEST, &m, &why) != STATUS_OK ||
-        m.type != NVSP_MSG1_SEND_RNDIS_PACKET_COMPLETE || m.u.rndis_pkt_complete.status != NVSP_STATUS_SUCCESS)
+    if (!tx_completion_ok(status, buf, len))
         bump(&nv->st.tx_host_errors, 1);
     bump(&nv->st.tx_completions, 1);
     tx_release(t);
@@ -330,10 +338,7 @@ static void big_done(struct kmcl_packet *pkt, status_t status, const void *buf, 
 {
     struct big_slot *b = kmcl_packet_get_context(pkt);
     struct netvsc_queue *q = b->q;
-    struct nvsp_msg m;
-    const char *why;
-    if (status != STATUS_OK || nvsp_msg_check(buf, len, NVSP_TO_GUEST, &m, &why) != STATUS_OK ||
-        m.type != NVSP_MSG1_SEND_RNDIS_PACKET_COMPLETE || m.u.rndis_pkt_complete.status != NVSP_STATUS_SUCCESS)
+    if (!tx_completion_ok(status, buf, len))
         bump(&q->nv->st.tx_host_errors, 1);
     bump(&q->nv->st.tx_completions, 1);
     __atomic_store_n(&b->busy, 0, __ATOMIC_RELEASE);
