@@ -18,18 +18,17 @@ KCFLAGS := -std=gnu11 -ffreestanding -fno-pic -fno-pie -mcmodel=kernel -mno-red-
 	-fno-strict-aliasing -O2 -g -Wall -Wextra -Werror -Wno-address-of-packed-member -I. -MMD -MP
 KASFLAGS := -f elf64 -g -F dwarf
 
-# kmcl/server.c is the host (VSP) endpoint: hvsim and the hosted tests link it, the guest never does.
-KERNEL_C := $(wildcard kernel/*.c) $(wildcard arch-x86_64/*.c) $(wildcard hv/*.c) \
-	$(filter-out kmcl/server.c,$(wildcard kmcl/*.c))
+KERNEL_C := $(wildcard kernel/*.c) $(wildcard arch-x86_64/*.c) $(wildcard hv/*.c) $(wildcard hv/vmbus/*.c) \
+	$(wildcard hv/vmbus/proto/*.c) $(wildcard kmcl/*.c) $(wildcard kmcl/core/*.c)
 KERNEL_ASM := arch-x86_64/isr.asm arch-x86_64/entry.asm arch-x86_64/switch.asm arch-x86_64/trampoline_blob.asm
 KERNEL_OBJS := $(KERNEL_C:%.c=$(OBJ)/%.o) $(KERNEL_ASM:%.asm=$(OBJ)/%.o)
-# An application may use driver libraries: apps/<app>/libs.mk sets APP_LIBS (e.g. netvsc net), whose
-# apps/<lib>/*.c are compiled into its image with its own sources.
+# An application may use driver libraries: apps/<app>/libs.mk sets APP_LIBS (folders, e.g. drivers/netvsc), whose
+# <folder>/*.c are compiled into its image with its own sources.
 APP_LIBS :=
 -include apps/$(APP)/libs.mk
 APP_C := $(wildcard apps/$(APP)/*.c)
 ifneq ($(APP_C),)
-APP_C += $(foreach l,$(APP_LIBS),$(wildcard apps/$(l)/*.c))
+APP_C += $(foreach l,$(APP_LIBS),$(wildcard $(l)/*.c))
 endif
 ifeq ($(APP_C),)
 $(error APP=$(APP): no application in apps/$(APP)/ (have: $(notdir $(wildcard apps/*))))
@@ -124,13 +123,14 @@ HOST_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -DHOSTED -I. -fsanitize=a
 	-fno-sanitize-recover=all -fno-omit-frame-pointer
 PORTABLE_SRCS := kernel/status.c kernel/fmt.c kernel/cmdline.c kernel/pmm.c kernel/heap.c kernel/memlog.c kernel/acpi.c
 UNIT_TESTS := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(filter-out test/unit/test_fbcon.c,$(wildcard test/unit/test_*.c)))
+UNIT_TESTS += $(patsubst %.c,$(BUILD)/test/%,$(notdir $(wildcard test/host/test_*.c test/system/test_*.c)))
 UNIT_TESTS += $(BUILD)/test/test_fbcon
 
 $(BUILD)/test/test_fbcon: test/unit/test_fbcon.c kernel/fbcon.c kernel/font8x16.c $(wildcard kernel/*.h) | deps
 	@mkdir -p $(@D)
 	$(CC) $(HOST_CFLAGS) $< kernel/fbcon.c kernel/font8x16.c -o $@ -lcmocka
 
-$(BUILD)/test/test_%: test/unit/test_%.c $(PORTABLE_SRCS) $(wildcard kernel/*.h) $(wildcard test/unit/*.h) | deps
+$(BUILD)/test/test_%: test/unit/test_%.c $(PORTABLE_SRCS) $(wildcard kernel/*.h) $(wildcard test/lib/*.h) | deps
 	@mkdir -p $(@D)
 	$(CC) $(HOST_CFLAGS) $< $(PORTABLE_SRCS) -o $@ -lcmocka
 
@@ -142,9 +142,9 @@ $(BUILD)/fuzz/fuzz_%: test/fuzz/fuzz_%.c $(PORTABLE_SRCS) | deps
 	clang -std=gnu11 -g -O1 -DHOSTED -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $< $(PORTABLE_SRCS) -o $@
 
 # The VMBus channel-message checks (shared by the guest and hvsim).
-$(BUILD)/fuzz/fuzz_vmbusmsg: test/fuzz/fuzz_vmbusmsg.c hv/vmbus_msg.c hv/vmbus_proto.h hv/hvdefs.h | deps
+$(BUILD)/fuzz/fuzz_vmbusmsg: test/fuzz/fuzz_vmbusmsg.c hv/vmbus/proto/vmbus_msg.c hv/vmbus/proto/vmbus_proto.h hv/proto/hvdefs.h | deps
 	@mkdir -p $(@D)
-	clang -std=gnu11 -g -O1 -DHOSTED -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $< hv/vmbus_msg.c -o $@
+	clang -std=gnu11 -g -O1 -DHOSTED -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $< hv/vmbus/proto/vmbus_msg.c -o $@
 
 # Images the boot tests need (built with the default command line; tests add theirs per boot).
 test: deps
@@ -170,8 +170,8 @@ clean:
 include sim/sim.mk
 include test/hosted/hosted.mk
 include kmcl/kmcl.mk
-include apps/netvsc/proto.mk
-include apps/net/net.mk
-include apps/netvsc/netvsc.mk
+include drivers/netvsc/proto/proto.mk
+include lib/net/net.mk
+include drivers/netvsc/netvsc.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

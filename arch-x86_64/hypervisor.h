@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "arch-x86_64/cpu.h"
-#include "hv/hvdefs.h" /* the numbers: hyperv-facts 3.1, 3.2 */
+#include "hv/proto/hvdefs.h" /* the numbers: hyperv-facts 3.1, 3.2 */
 #include "kernel/string.h"
 
 /* The 12-character vendor of leaf 0x40000000 into vendor[13]; false (vendor "none") without one. */

@@ -9,7 +9,7 @@
  *
  *   hyperv  (hv/binding_hyperv.c)  real Hyper-V: cpuid/rdmsr/wrmsr instructions, the hypercall page.
  *   hvsim   (hv/binding_sim.c)     under QEMU: each operation becomes a request to the hvsim process
- *                                  (hv/simdb.h); its interrupts arrive through a UART and are passed
+ *                                  (hv/proto/simdb.h); its interrupts arrive through a UART and are passed
  *                                  on to the target CPU as IPIs.
  *   hosted  (test/hosted/)         in-process hvsim, one thread per VP, interrupts as signals.
  *

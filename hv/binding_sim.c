@@ -1,5 +1,5 @@
 /*
- * binding_sim: the hvsim process as the hypervisor, under QEMU (protocol: hv/simdb.h). CPUID, MSR
+ * binding_sim: the hvsim process as the hypervisor, under QEMU (protocol: hv/proto/simdb.h). CPUID, MSR
  * and hypercall requests go into this VP's slot of a mailbox in guest RAM, which hvsim maps, with a
  * KICK byte on COM2; hvsim executes them as Hyper-V would and the CPU spins for the answer, as it
  * would wait in a real exit. hvsim's interrupts arrive as COM2's interrupt on the boot CPU, which
@@ -16,7 +16,7 @@
 #include "arch-x86_64/spinlock.h"
 #include "arch-x86_64/tsc.h"
 #include "hv/binding.h"
-#include "hv/simdb.h"
+#include "hv/proto/simdb.h"
 #include "kernel/log.h"
 #include "kernel/mm.h"
 #include "kernel/panic.h"

@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "arch-x86_64/irql.h"
-#include "hv/hvdefs.h"
+#include "hv/proto/hvdefs.h"
 #include "kernel/status.h"
 
 /* What CPUID 0x40000000..0x40000005 said (hyperv-facts 3.1). */

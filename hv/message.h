@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "hv/hvdefs.h"
+#include "hv/proto/hvdefs.h"
 
 enum hv_slot_verdict {
     HV_SLOT_EMPTY,     /* message type 0: nothing there */

@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "hv/hvdefs.h"
+#include "hv/proto/hvdefs.h"
 
 #define HV_TSC_PAGE_TRIES 16 /* reads of a changing sequence before falling back to the MSR */
 

@@ -20,8 +20,8 @@
 #include "kernel/string.h"
 #include "kernel/sync.h"
 #include "kernel/thread.h"
-#include "kmcl/ring.h"
-#include "kmcl/xact.h"
+#include "kmcl/core/ring.h"
+#include "kmcl/core/xact.h"
 
 enum kmcl_state { KMCL_INITIALIZING, KMCL_ENABLED, KMCL_DISABLING, KMCL_DISABLED };
 

@@ -1,7 +1,7 @@
 /*
  * channel: kmcl's channel and packet API for the client (guest) endpoint, with the semantics of
  * Windows' VMBus Kernel Mode Client Library (docs/KMCL.md maps every name to its KMCL original).
- * It sits on a VMBus channel (hv/vmbus.h) and the ring/packet layer (kmcl/ring.h, kmcl/packet.h).
+ * It sits on a VMBus channel (hv/vmbus/vmbus.h) and the ring/packet layer (kmcl/core/ring.h, kmcl/core/packet.h).
  *
  * Life of a channel: kmcl_channel_allocate (state INITIALIZING: the init_set functions are allowed),
  * kmcl_channel_enable (opens the VMBus channel, attaches the rings, calls opened, started and
@@ -44,9 +44,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hv/vmbus.h"
+#include "hv/vmbus/vmbus.h"
 #include "kernel/status.h"
-#include "kmcl/packet.h"
+#include "kmcl/core/packet.h"
 
 struct kmcl_channel;
 struct kmcl_packet;   /* an outgoing packet (VMBPACKET) */
@@ -90,7 +90,7 @@ status_t kmcl_channel_init_set_polling(struct kmcl_channel *ch, uint32_t cpu) WA
 /* Queue-management suppression (KMCL_CHANNEL_FLAG_SUPPRESS_QUEUE_MANAGEMENT, init only): kmcl does
  * not read the inbound ring. On each host signal the channel's DPC (at DISPATCH, on the target
  * CPU) first writes queued sends, then calls the queue callback, which reads the ring itself
- * through kmcl_channel_inbound_ring with kmcl/ring.h's rules (begin_read, peek, consume,
+ * through kmcl_channel_inbound_ring with kmcl/core/ring.h's rules (begin_read, peek, consume,
  * publish/end_read), signals the host with kmcl_channel_signal when those say so, hands the host's
  * completions to kmcl_channel_complete_transaction (so packets sent with wait-for-completion still
  * complete) and calls kmcl_channel_report_failure when the ring fails. Returning true queues the

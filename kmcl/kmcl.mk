@@ -8,9 +8,9 @@
 #   $(BUILD)/fuzz/fuzz_ring        libFuzzer harness: a hostile inbound ring drained with every parser
 #   $(BUILD)/bench/bench_ring      throughput, latency and instructions per packet (-O2, no sanitizers)
 #   make bench-kmcl                builds and runs the benchmark (also part of `make bench`)
-KMCL_RING_SRCS := kmcl/ring.c kmcl/packet.c kmcl/xact.c
-KMCL_RING_HDRS := kmcl/ring_format.h kmcl/ring.h kmcl/packet.h kmcl/xact.h kernel/status.h kernel/string.h
-KMCL_RING_TEST_DEPS := test/unit/test_ring.c $(KMCL_RING_SRCS) $(KMCL_RING_HDRS) kernel/status.c test/unit/test_util.h
+KMCL_RING_SRCS := kmcl/core/ring.c kmcl/core/packet.c kmcl/core/xact.c
+KMCL_RING_HDRS := kmcl/core/ring_format.h kmcl/core/ring.h kmcl/core/packet.h kmcl/core/xact.h kernel/status.h kernel/string.h
+KMCL_RING_TEST_DEPS := test/unit/test_ring.c $(KMCL_RING_SRCS) $(KMCL_RING_HDRS) kernel/status.c test/lib/test_util.h
 
 $(BUILD)/test/test_ring: $(KMCL_RING_TEST_DEPS) | deps
 	@mkdir -p $(@D)
@@ -38,18 +38,18 @@ BENCHES += bench-kmcl
 # `make unit` also builds the TSan variant (test_ring itself is in UNIT_TESTS by its name).
 unit: $(BUILD)/test/test_ring_tsan
 
-# ---- the server endpoint (kmcl/server.h; hosted only, not in the kernel image) ----
+# ---- the server endpoint (sim/kmcl/server.h; hosted only, not in the kernel image) ----
 #   $(BUILD)/test/test_kmcl_server        cmocka tests incl. a three-thread stress test, ASan/UBSan
 #   $(BUILD)/test/test_kmcl_server_tsan   the same under ThreadSanitizer
-KMCL_SERVER_TEST_DEPS := test/unit/test_kmcl_server.c kmcl/server.c kmcl/server.h $(KMCL_RING_SRCS) $(KMCL_RING_HDRS) \
-	kernel/status.c test/unit/test_util.h
+KMCL_SERVER_TEST_DEPS := test/host/test_kmcl_server.c sim/kmcl/server.c sim/kmcl/server.h $(KMCL_RING_SRCS) $(KMCL_RING_HDRS) \
+	kernel/status.c test/lib/test_util.h
 
 $(BUILD)/test/test_kmcl_server: $(KMCL_SERVER_TEST_DEPS) | deps
 	@mkdir -p $(@D)
-	$(CC) $(HOST_CFLAGS) -pthread $< kmcl/server.c $(KMCL_RING_SRCS) kernel/status.c -o $@ -lcmocka
+	$(CC) $(HOST_CFLAGS) -pthread $< sim/kmcl/server.c $(KMCL_RING_SRCS) kernel/status.c -o $@ -lcmocka
 
 $(BUILD)/test/test_kmcl_server_tsan: $(KMCL_SERVER_TEST_DEPS) | deps
 	@mkdir -p $(@D)
-	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< kmcl/server.c $(KMCL_RING_SRCS) kernel/status.c -o $@ -lcmocka
+	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< sim/kmcl/server.c $(KMCL_RING_SRCS) kernel/status.c -o $@ -lcmocka
 
 unit: $(BUILD)/test/test_kmcl_server_tsan

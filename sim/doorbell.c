@@ -1,6 +1,6 @@
 /*
  * doorbell: the byte-stream parser, HELLO checks, request serving and pending-vector marking of the
- * QEMU doorbell protocol (hv/simdb.h). Contract: sim/doorbell.h.
+ * QEMU doorbell protocol (hv/proto/simdb.h). Contract: sim/doorbell.h.
  */
 #include <stdio.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /*
- * doorbell: hvsim's side of the QEMU doorbell protocol (hv/simdb.h), as functions the hvsim program
+ * doorbell: hvsim's side of the QEMU doorbell protocol (hv/proto/simdb.h), as functions the hvsim program
  * and the tests share:
  *  - a resynchronising parser for the bytes the guest writes to the doorbell UART (HELLO frames and
  *    KICK bytes among whatever the firmware printed before);
@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hv/simdb.h"
+#include "hv/proto/simdb.h"
 #include "sim/hvsim.h"
 
 /* What the parser found; called in stream order. */

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "hv/simdb.h"
+#include "hv/proto/simdb.h"
 #include "sim/hvsim_internal.h"
 
 /* The CPUID answers (T:feature-discovery.md): Windows Server 2022's hypervisor version. */

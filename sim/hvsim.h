@@ -5,7 +5,7 @@
  * reference TSC page and the synthetic timers.
  *
  * This is the library (sim/hvsim.c and friends). Two programs embed it:
- *  - sim/hvsim_main.c, the `hvsim` process that serves a QEMU guest over hv/simdb.h;
+ *  - sim/hvsim_main.c, the `hvsim` process that serves a QEMU guest over hv/proto/simdb.h;
  *  - the hosted tests, which call it directly from one thread per guest VP.
  *
  * Guest memory is reached only through hvsim_gpa(): every guest physical address the guest hands
@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hv/hvdefs.h"
+#include "hv/proto/hvdefs.h"
 
 struct hvsim;
 

@@ -15,7 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "hv/hvdefs.h"
+#include "hv/proto/hvdefs.h"
 #include "sim/hvsim.h"
 
 #define HVSIM_PAGE_SIZE 4096u

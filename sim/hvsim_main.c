@@ -10,11 +10,11 @@
  *
  * Creates and maps the guest RAM file (QEMU maps the same file with share=on), listens on a unix
  * socket for QEMU's doorbell UART (-chardev socket,path=PATH), accepts one connection and serves the
- * protocol of hv/simdb.h until QEMU disconnects (exit 0, one line of stats) or SIGTERM/SIGINT (exit
+ * protocol of hv/proto/simdb.h until QEMU disconnects (exit 0, one line of stats) or SIGTERM/SIGINT (exit
  * 0). Errors exit non-zero with a message. The model itself is the library (sim/hvsim.h), with
  * its VMBus server (sim/vmbus_server.h, created with each model unless --no-vmbus); the protocol
  * pieces are sim/doorbell.h; this file is only the process around them. The synthetic NIC is served
- * by the netvsp (sim/netvsp.h) behind the user-mode gateway (sim/netgw.h) or a TAP device, unless
+ * by the netvsp (sim/netvsp/netvsp.h) behind the user-mode gateway (sim/netvsp/netgw.h) or a TAP device, unless
  * --no-net or --no-vmbus: both live for the whole run (across guest reboots), and the device table
  * the VMBus servers get is a copy of the default one with the NIC bound to the netvsp.
  *
@@ -43,12 +43,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "hv/simdb.h"
+#include "hv/proto/simdb.h"
 #include "sim/doorbell.h"
-#include "apps/netvsc/nvsp_proto.h"
+#include "drivers/netvsc/proto/nvsp_proto.h"
 #include "sim/hvsim.h"
-#include "sim/netgw.h"
-#include "sim/netvsp.h"
+#include "sim/netvsp/netgw.h"
+#include "sim/netvsp/netvsp.h"
 #include "sim/vmbus_server.h"
 
 /* The status of a simulated crash (--crash-after-kicks). */

@@ -1,6 +1,6 @@
 /*
  * vmbus_channels: the channel-management protocol as a host plays it (hyperv-facts.md 3.7-3.13;
- * message layouts in hv/vmbus_proto.h): version negotiation, offers, the GPADL table, open/close,
+ * message layouts in hv/vmbus/proto/vmbus_proto.h): version negotiation, offers, the GPADL table, open/close,
  * rescind, sub-channels, MODIFYCHANNEL, UNLOAD, the monitor pages. Every function here runs with
  * state_lock held (sim/vmbus_internal.h); answers go to the outbox, device callbacks to the callback
  * queue, both served by the server thread in vmbus_server.c.

@@ -8,12 +8,12 @@
  * linux:include/linux/hyperv.h) in the first u32 of user_defined. Instance GUIDs are this project's,
  * fixed so that a guest sees the same devices on every boot.
  *
- * The test device is served by sim/vsp_test.c (echo, completions, SEND_N, GPA-direct checksums;
+ * The test device is served by sim/vsp/vsp_test.c (echo, completions, SEND_N, GPA-direct checksums;
  * a guest signal that finds nothing to do is still answered by a signal, as apps/vmbusprobe
  * expects); the others have no VSP yet.
  */
 #include "sim/vmbus_internal.h"
-#include "sim/vsp_test.h"
+#include "sim/vsp/vsp_test.h"
 
 #define VMBUS_PIPE_TYPE_MESSAGE 4u
 
@@ -36,7 +36,7 @@ const struct hvsim_vmbus_device hvsim_vmbus_default_devices[] = {
     IC_DEVICE("kvp", VMBUS_GUID_KVP, 0x06),
     { .name = "hvsim-test", .type = VMBUS_GUID_HVSIM_TEST, .instance = HVSIM_INSTANCE(0x07), .monitored = true,
       .sub_channels = 2, .on_open = hvsim_vsp_test_on_open, .on_close = hvsim_vsp_test_on_close,
-      .on_signal = hvsim_vsp_test_on_signal }, /* ctx NULL: the default instance of sim/vsp_test.h */
+      .on_signal = hvsim_vsp_test_on_signal }, /* ctx NULL: the default instance of sim/vsp/vsp_test.h */
 };
 
 const uint32_t hvsim_vmbus_default_device_count =

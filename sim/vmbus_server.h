@@ -1,12 +1,12 @@
 /*
- * vmbus_server: hvsim's VMBus server, the host side of channel management (hv/vmbus_proto.h): version
+ * vmbus_server: hvsim's VMBus server, the host side of channel management (hv/vmbus/proto/vmbus_proto.h): version
  * negotiation, offers, the GPADL table, open/close, rescind, sub-channels, MODIFYCHANNEL, UNLOAD,
  * monitor pages, and channel signalling both ways. It sits on a struct hvsim (sim/hvsim.h): it takes
  * the guest's channel messages on message ports and its channel signals on event ports, and answers
  * by posting SynIC messages to the guest's message SINT and setting SIEF bits.
  *
  * Devices are offered from a table given at creation; the VSPs behind them attach through the
- * callbacks of struct hvsim_vmbus_device (the test device's, sim/vsp_test.c, serves its rings with
+ * callbacks of struct hvsim_vmbus_device (the test device's, sim/vsp/vsp_test.c, serves its rings with
  * kmcl's ring layer). Without callbacks a device accepts open and close and does nothing else.
  *
  * Nothing the guest sends is trusted: every message is checked (vmbus_msg_check, then relids, GPADL
@@ -35,7 +35,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "hv/vmbus_proto.h"
+#include "hv/vmbus/proto/vmbus_proto.h"
 #include "sim/hvsim.h"
 
 struct hvsim_vmbus;

@@ -28,7 +28,7 @@
 #include "kernel/string.h"
 #include "kernel/sync.h"
 #include "hv/hv.h"
-#include "hv/vmbus.h"
+#include "hv/vmbus/vmbus.h"
 #include "kernel/selfcheck.h"
 #include "kernel/thread.h"
 #include "kernel/timer.h"

@@ -1,2 +1,2 @@
-# The driver libraries linked into the udp-echo image (their apps/<lib>/*.c, see the Makefile).
-APP_LIBS := netvsc net
+# The driver libraries linked into the udp-echo image (folders whose *.c are compiled in, see the Makefile).
+APP_LIBS := drivers/netvsc drivers/netvsc/proto lib/net

@@ -1,6 +1,6 @@
 /*
- * udp-echo: the network appliance. It brings up the synthetic NIC (apps/netvsc), gets an address
- * (DHCP, or ip=/gw= on the command line) with the IPv4 stack (apps/net), echoes every UDP datagram
+ * udp-echo: the network appliance. It brings up the synthetic NIC (drivers/netvsc), gets an address
+ * (DHCP, or ip=/gw= on the command line) with the IPv4 stack (lib/net), echoes every UDP datagram
  * sent to its port back to the sender and answers ping. It prints its address once configured and,
  * every report= seconds and at exit, its counters (packets, bytes, drops) and the latency of its
  * own receive-to-send path (from the frame reaching the stack to the echo handed to the NIC).
@@ -12,15 +12,15 @@
  * tests that want its exit counters), keepalive=10 (seconds between RNDIS keep-alives to the NIC,
  * 0: none; a device that does not answer is reported).
  */
-#include "apps/net/net.h"
-#include "apps/netvsc/netvsc.h"
-#include "apps/netvsc/nvsp_proto.h"
+#include "lib/net/net.h"
+#include "drivers/netvsc/netvsc.h"
+#include "drivers/netvsc/proto/nvsp_proto.h"
 #include "arch-x86_64/cpu.h"
 #include "arch-x86_64/irql.h"
 #include "arch-x86_64/spinlock.h"
 #include "arch-x86_64/tsc.h"
 #include "hv/hv.h"
-#include "hv/vmbus.h"
+#include "hv/vmbus/vmbus.h"
 #include "kernel/app.h"
 #include "kernel/fmt.h"
 #include "kernel/log.h"

@@ -4,7 +4,7 @@
  * of hvsim's test device, signals both ways on an open channel, moves its interrupts to another CPU,
  * measures open and close, and leaves with UNLOAD at power-off.
  *
- * Then kmcl on the test device (hvsim's VSP on kmcl's server endpoints, sim/vsp_test.h): in-band
+ * Then kmcl on the test device (hvsim's VSP on kmcl's server endpoints, sim/vsp/vsp_test.h): in-band
  * echoes, a synchronous request, 10,000 host packets in order, a GPA-direct buffer checksummed by
  * the host, and the round trip of a request and its completion.
  *
@@ -18,9 +18,9 @@
 #include "arch-x86_64/tsc.h"
 #include "kernel/mm.h"
 #include "hv/hv.h"
-#include "hv/vmbus.h"
+#include "hv/vmbus/vmbus.h"
 #include "kmcl/channel.h"
-#include "sim/vsp_test.h"
+#include "sim/vsp/vsp_test.h"
 #include "kernel/app.h"
 #include "kernel/cmdline.h"
 #include "kernel/log.h"

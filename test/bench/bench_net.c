@@ -1,5 +1,5 @@
 /*
- * bench_net: the cost of the IPv4 stack's echo path (apps/net): one received UDP datagram through
+ * bench_net: the cost of the IPv4 stack's echo path (lib/net): one received UDP datagram through
  * net_input -> the UDP handler -> net_udp_reply -> tx_begin/tx_end, and an ICMP echo, single thread,
  * hot caches, built -O2 without sanitizers (the guest builds the stack -O2 too, but freestanding;
  * the code is the same C).
@@ -25,7 +25,7 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
-#include "apps/net/net.h"
+#include "lib/net/net.h"
 
 static const uint8_t OUR_MAC[6] = { 0x02, 0x15, 0x5d, 0, 0, 1 };
 static const uint8_t PEER_MAC[6] = { 0x02, 0x15, 0x5d, 0, 0, 2 };
@@ -257,7 +257,7 @@ int main(int argc, char **argv)
     }
     calibrate();
     setup();
-    printf("bench_net: apps/net echo path, single thread, hot caches, -O2 without sanitizers; TSC %.3f GHz\n",
+    printf("bench_net: lib/net echo path, single thread, hot caches, -O2 without sanitizers; TSC %.3f GHz\n",
            tsc_per_ns);
     printf("per datagram: net_input (Ethernet, IPv4 header checks and checksum, UDP length and checksum,\n"
            "binding lookup) -> handler -> net_udp_reply (headers built in the tx buffer, payload copied\n"

@@ -1,5 +1,5 @@
 /*
- * bench_ring: what the kmcl ring layer (kmcl/ring.h, kmcl/packet.h) costs on this machine.
+ * bench_ring: what the kmcl ring layer (kmcl/core/ring.h, kmcl/core/packet.h) costs on this machine.
  * Built with -O2, no sanitizers (kmcl/kmcl.mk: `make bench-kmcl`). Prints its method with its
  * results:
  *
@@ -40,8 +40,8 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
-#include "kmcl/packet.h"
-#include "kmcl/ring.h"
+#include "kmcl/core/packet.h"
+#include "kmcl/core/ring.h"
 
 #define RING_BYTES (256u * 1024)
 #define BATCH 16u

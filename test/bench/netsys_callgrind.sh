@@ -9,7 +9,7 @@
 set -eu
 exe=$1
 count=${2:-5000}
-warmup=2000 # the bench's warm-up echoes before each case (test/unit/test_netvsc.c)
+warmup=2000 # the bench's warm-up echoes before each case (test/system/test_netvsc.c)
 out=$(mktemp)
 log=$(NETSYS_BENCH=1 NETSYS_CASE=0 NETSYS_COUNT="$count" valgrind --tool=callgrind --callgrind-out-file="$out" \
     --toggle-collect=channel_dpc "$exe" 2>&1)

@@ -1,5 +1,5 @@
 /*
- * libFuzzer harness for the IPv4 stack (apps/net/net.h): hostile frames into an interface in one of
+ * libFuzzer harness for the IPv4 stack (lib/net/net.h): hostile frames into an interface in one of
  * several states, mixed with timer ticks, link flaps, sends and reconfiguration.
  *
  * Input: one set-up byte (bits 0-2 mod 5, the state: 0 unconfigured with DHCP SELECTING, 1 DHCP
@@ -32,7 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "apps/net/net.h"
+#include "lib/net/net.h"
 #include "test/fuzz/fuzz_input.h"
 
 #define CHECK(cond)                                                                                            \

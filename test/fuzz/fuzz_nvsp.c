@@ -1,6 +1,6 @@
 /*
  * libFuzzer harness for the NVSP checks both sides run on what the other sends
- * (apps/netvsc/nvsp_msg.c: nvsp_msg_check and the helpers on its result).
+ * (drivers/netvsc/proto/nvsp_msg.c: nvsp_msg_check and the helpers on its result).
  *
  * Input: one flag byte, then the message bytes (one NVSP message as a VMBus packet payload carries
  * it). Flag bit 0: the direction (0 = to the host, 1 = to the guest); bit 1: apply the Hyper-V
@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "apps/netvsc/nvsp_msg.h"
+#include "drivers/netvsc/proto/nvsp_msg.h"
 
 #define CHECK(cond)                                                                                            \
     do {                                                                                                       \

@@ -1,5 +1,5 @@
 /*
- * libFuzzer harness for the kmcl ring reader and packet parsers (kmcl/ring.h, kmcl/packet.h): the
+ * libFuzzer harness for the kmcl ring reader and packet parsers (kmcl/core/ring.h, kmcl/core/packet.h): the
  * input is an inbound ring exactly as a hostile host could leave it.
  *
  * Input (little-endian; test/fuzz/gen_ring_seeds.py writes valid ones):
@@ -30,9 +30,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kmcl/packet.h"
-#include "kmcl/ring.h"
-#include "kmcl/ring_format.h"
+#include "kmcl/core/packet.h"
+#include "kmcl/core/ring.h"
+#include "kmcl/core/ring_format.h"
 
 #define CHECK(cond)                                                                                            \
     do {                                                                                                       \

@@ -1,6 +1,6 @@
 /*
  * libFuzzer harness for the RNDIS checks and the range iterator both sides run on what the other
- * sends (apps/netvsc/rndis_msg.c: rndis_msg_check, rndis_iter_init/next).
+ * sends (drivers/netvsc/proto/rndis_msg.c: rndis_msg_check, rndis_iter_init/next).
  *
  * Input: one mode byte, then the bytes of one received range (a receive-buffer sub-allocation, a
  * send-buffer section, GPA-direct data). mode % 3: 0 = rndis_msg_check on the range; 1 = iterate
@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "apps/netvsc/rndis_msg.h"
+#include "drivers/netvsc/proto/rndis_msg.h"
 
 #define CHECK(cond)                                                                                            \
     do {                                                                                                       \

@@ -22,8 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hv/hvdefs.h"
-#include "hv/simdb.h"
+#include "hv/proto/hvdefs.h"
+#include "hv/proto/simdb.h"
 #include "sim/doorbell.h"
 #include "sim/hvsim.h"
 #include "test/fuzz/fuzz_input.h"

@@ -1,6 +1,6 @@
 /*
  * libFuzzer harness for the VMBus channel-message checks both sides run before reading a field
- * (hv/vmbus_msg.c): vmbus_msg_check, vmbus_gpadl_header_pages and vmbus_offer_check.
+ * (hv/vmbus/proto/vmbus_msg.c): vmbus_msg_check, vmbus_gpadl_header_pages and vmbus_offer_check.
  *
  * The input is a sequence of messages, each a length byte then that many bytes (as they would sit
  * in a SynIC slot's payload, up to 240). Checked for every message: a well-formed verdict implies a
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hv/vmbus_proto.h"
+#include "hv/vmbus/proto/vmbus_proto.h"
 
 #define CHECK(cond)                                                                                            \
     do {                                                                                                       \

@@ -5,7 +5,7 @@ test/fuzz/corpus/nvsp and test/fuzz/corpus/rndis.
 nvsp seeds: a flag byte (bit 0: 0 = to the host, 1 = to the guest; bit 1: apply the Hyper-V
 indirection-table fix-up) then one NVSP message, padded as guests (40) and hosts (28/40) pad them.
 rndis seeds: a mode byte (0 = one message, 1 = iterate one message per range, 2 = iterate
-concatenated PACKETs) then the bytes of the range. Layouts follow apps/netvsc/PROTOCOL.md."""
+concatenated PACKETs) then the bytes of the range. Layouts follow drivers/netvsc/proto/PROTOCOL.md."""
 import os
 import struct
 
@@ -21,7 +21,7 @@ def pad(b, n):
     return b + bytes(max(0, n - len(b)))
 
 
-# ---- NVSP (apps/netvsc/nvsp_proto.h) ----
+# ---- NVSP (drivers/netvsc/proto/nvsp_proto.h) ----
 V1, V2, V4, V5, V6, V61 = 0x2, 0x30002, 0x40000, 0x50000, 0x60000, 0x60001
 nvsp = {
     "init_v61": (TO_HOST, pad(u32(1, V61, V61), 40)),
@@ -61,7 +61,7 @@ nvsp = {
     "bad_table_offset": (TO_GUEST, u32(134, 16, 8) + bytes(64)),
 }
 
-# ---- RNDIS (apps/netvsc/rndis_proto.h) ----
+# ---- RNDIS (drivers/netvsc/proto/rndis_proto.h) ----
 def rndis(t, body):
     return u32(t, 8 + len(body)) + body
 

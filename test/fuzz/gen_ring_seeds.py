@@ -3,7 +3,7 @@
 
 Each seed is the harness's input: a 32-byte header (size selector, options, control words; see the
 comment at the top of fuzz_ring.c) followed by the ring's data area. The packets follow
-kmcl/ring_format.h: a 16-byte descriptor (type u16, offset8 u16, len8 u16, flags u16, trans_id u64),
+kmcl/core/ring_format.h: a 16-byte descriptor (type u16, offset8 u16, len8 u16, flags u16, trans_id u64),
 the type-specific header, the payload padded to 8, and an 8-byte trailer whose upper 32 bits hold
 the packet's start offset.
 

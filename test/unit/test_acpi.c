@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "kernel/acpi.h"
-#include "test/unit/test_util.h"
+#include "test/lib/test_util.h"
 
 /* ---- simulated physical memory ---------------------------------------------------------------- */
 

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "kernel/cmdline.h"
-#include "test/unit/test_util.h"
+#include "test/lib/test_util.h"
 
 static struct cmdline cl;
 static struct reports rep;

@@ -19,7 +19,7 @@
 #include <sys/types.h>
 
 #include "kernel/fmt.h"
-#include "test/unit/test_util.h"
+#include "test/lib/test_util.h"
 
 #define BUF 640
 #define SENTINEL 0x5a

@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "kernel/heap.h"
-#include "test/unit/test_util.h"
+#include "test/lib/test_util.h"
 
 #define PAGE 4096u
 #define MAX_RANGES 4096

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "kernel/memlog.h"
-#include "test/unit/test_util.h"
+#include "test/lib/test_util.h"
 
 /* The ring storage sits between guard bytes, to catch writes outside it. */
 #define GUARD 32

@@ -1,5 +1,5 @@
 /*
- * Unit tests for the IPv4 stack (apps/net/net.h).
+ * Unit tests for the IPv4 stack (lib/net/net.h).
  *
  * The stack runs against a fake driver written here: tx_begin hands out a heap buffer of exactly
  * the length asked (ASan catches any write past it), tx_end records the frame; the lock callbacks
@@ -25,9 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "apps/net/net.h"
-#include "apps/net/net_wire.h"
-#include "test/unit/test_util.h"
+#include "lib/net/net.h"
+#include "lib/net/net_wire.h"
+#include "test/lib/test_util.h"
 
 #define S_NS 1000000000ull
 #define MS_NS 1000000ull

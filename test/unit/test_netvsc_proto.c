@@ -1,6 +1,6 @@
 /*
  * Unit tests for the NVSP and RNDIS wire formats and their pure checkers/builders
- * (apps/netvsc/nvsp_msg.c, apps/netvsc/rndis_msg.c): every builder round-trips through its checker,
+ * (drivers/netvsc/proto/nvsp_msg.c, drivers/netvsc/proto/rndis_msg.c): every builder round-trips through its checker,
  * every reject reason is reached, every prefix of every valid message is handled consistently from
  * an exactly-sized heap copy (so ASan sees any read past the bytes given), offsets and lengths that
  * wrap 32 bits are refused, PPI walks that would not terminate (size 0) are refused, and a seeded
@@ -17,9 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "apps/netvsc/nvsp_msg.h"
-#include "apps/netvsc/rndis_msg.h"
-#include "test/unit/test_util.h"
+#include "drivers/netvsc/proto/nvsp_msg.h"
+#include "drivers/netvsc/proto/rndis_msg.h"
+#include "test/lib/test_util.h"
 
 /* ---- helpers ---- */
 

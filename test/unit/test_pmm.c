@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "kernel/pmm.h"
-#include "test/unit/test_util.h"
+#include "test/lib/test_util.h"
 
 #define CANARY 0xa5a5a5a5a5a5a5a5ull
 

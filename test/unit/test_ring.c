@@ -1,6 +1,6 @@
 /*
- * Unit tests for the kmcl ring, packet and transaction layer (kmcl/ring.h, kmcl/packet.h,
- * kmcl/xact.h).
+ * Unit tests for the kmcl ring, packet and transaction layer (kmcl/core/ring.h, kmcl/core/packet.h,
+ * kmcl/core/xact.h).
  *
  * Every test owns its ring memory: a 4096-byte control page and a data area allocated with exactly
  * the ring's size, so that ASan reports any access outside it. Hostile rings are crafted by writing
@@ -32,11 +32,11 @@
 #include <sys/mman.h>
 #include <time.h>
 
-#include "kmcl/packet.h"
-#include "kmcl/ring.h"
-#include "kmcl/ring_format.h"
-#include "kmcl/xact.h"
-#include "test/unit/test_util.h"
+#include "kmcl/core/packet.h"
+#include "kmcl/core/ring.h"
+#include "kmcl/core/ring_format.h"
+#include "kmcl/core/xact.h"
+#include "test/lib/test_util.h"
 
 /* ---- ring memory ---- */
 

@@ -1,0 +1,808 @@
+/*
+ * vmbus: the connection, the host's channel messages, offers, the driver registry, the listing and
+ * UNLOAD (contract in hv/vmbus/vmbus.h; GPADLs and channels in hv/vmbus/vmbus_channel.c).
+ *
+ * The SINT 2 handler runs at DISPATCH (the SynIC's DPC). It copies the message out of the slot once,
+ * checks the copy (hv/vmbus/proto/vmbus_msg.c), then either hands an answer to the request waiting for it (the
+ * requester runs at PASSIVE and waits on an event with a timeout) or applies an offer or rescind.
+ */
+#include "hv/vmbus/vmbus_internal.h"
+
+#include "arch-x86_64/paging.h"
+#include "hv/hv.h"
+#include "kernel/fmt.h"
+#include "kernel/log.h"
+#include "kernel/mm.h"
+#include "kernel/percpu.h"
+#include "kernel/power.h"
+#include "kernel/string.h"
+
+struct vmbus_bus vmbus_bus;
+static bool hook_registered, sint_registered;
+static const struct vmbus_driver *drivers[VMBUS_MAX_DRIVERS];
+static void probe_all(const struct vmbus_driver *d);
+
+/* The ladder, newest first (hyperv-facts.md §3.7). Gen2 needs 3.0 or newer. */
+static const uint32_t version_ladder[] = {
+    VMBUS_VERSION_COPPER,   VMBUS_VERSION_WIN10_V5_3, VMBUS_VERSION_WIN10_V5_2, VMBUS_VERSION_WIN10_V5_1,
+    VMBUS_VERSION_WIN10_V5, VMBUS_VERSION_WIN10_RS3,  VMBUS_VERSION_WIN10,      VMBUS_VERSION_WIN8_1,
+};
+
+static const struct {
+    struct vmbus_guid type;
+    const char *name, *what;
+} known_types[] = {
+    { VMBUS_GUID_NIC, "netvsc", "Synthetic network adapter" },
+    { VMBUS_GUID_SCSI, "storvsc", "Synthetic SCSI controller" },
+    { VMBUS_GUID_IDE, "ide", "Synthetic IDE controller" },
+    { VMBUS_GUID_SHUTDOWN, "shutdown", "Shutdown service" },
+    { VMBUS_GUID_TIMESYNC, "timesync", "Time synchronization service" },
+    { VMBUS_GUID_HEARTBEAT, "heartbeat", "Heartbeat service" },
+    { VMBUS_GUID_KVP, "kvp", "Data exchange (KVP) service" },
+    { VMBUS_GUID_VSS, "vss", "Backup (VSS) service" },
+    { VMBUS_GUID_FCOPY, "fcopy", "Guest file copy service" },
+    { VMBUS_GUID_BALLOON, "balloon", "Dynamic memory" },
+    { VMBUS_GUID_KEYBOARD, "keyboard", "Synthetic keyboard" },
+    { VMBUS_GUID_MOUSE, "mouse", "Synthetic mouse" },
+    { VMBUS_GUID_VIDEO, "video", "Synthetic video" },
+    { VMBUS_GUID_VPCI, "vpci", "PCI pass-through" },
+    { VMBUS_GUID_HVSIM_TEST, "hvsim-test", "hvsim test device" },
+};
+
+static const char *version_name(uint32_t v)
+{
+    switch (v) {
+    case VMBUS_VERSION_COPPER: return "6.0 (Copper)";
+    case VMBUS_VERSION_WIN10_V5_3: return "5.3 (Iron: WS2022, Windows 11)";
+    case VMBUS_VERSION_WIN10_V5_2: return "5.2 (WS2019)";
+    case VMBUS_VERSION_WIN10_V5_1: return "5.1 (Windows 10 1803)";
+    case VMBUS_VERSION_WIN10_V5: return "5.0 (Windows 10 1709, multiclient)";
+    case VMBUS_VERSION_WIN10_RS3: return "4.1 (Windows 10 1709)";
+    case VMBUS_VERSION_WIN10: return "4.0 (WS2016)";
+    case VMBUS_VERSION_WIN8_1: return "3.0 (WS2012 R2)";
+    default: return "?";
+    }
+}
+
+static bool worth_logging(uint64_t count)
+{
+    return count <= 10 || count % 1000 == 0;
+}
+
+/* ---- small accessors ---- */
+
+void vmbus_guid_format(const struct vmbus_guid *g, char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    /* Text order: bytes 3..0, 5..4, 7..6 (the little-endian fields), then 8..15. */
+    static const uint8_t order[16] = { 3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15 };
+    char *p = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *p++ = '-';
+        uint8_t b = g->b[order[i]];
+        *p++ = hex[b >> 4];
+        *p++ = hex[b & 15];
+    }
+    *p = 0;
+}
+
+static int type_index(const struct vmbus_guid *type)
+{
+    for (unsigned i = 0; i < sizeof known_types / sizeof known_types[0]; i++)
+        if (vmbus_guid_equal(&known_types[i].type, type))
+            return (int)i;
+    return -1;
+}
+
+const char *vmbus_channel_type_name(const struct vmbus_channel *ch)
+{
+    int i = type_index(&ch->offer.if_type);
+    return i < 0 ? "unknown" : known_types[i].name;
+}
+
+uint32_t vmbus_channel_relid(const struct vmbus_channel *ch) { return ch->relid; }
+uint16_t vmbus_channel_sub_index(const struct vmbus_channel *ch) { return ch->sub_index; }
+const struct vmbus_offer *vmbus_channel_offer(const struct vmbus_channel *ch) { return &ch->offer; }
+bool vmbus_channel_rescinded(const struct vmbus_channel *ch) { return __atomic_load_n(&ch->rescinded, __ATOMIC_ACQUIRE); }
+uint32_t vmbus_channel_target_cpu(const struct vmbus_channel *ch) { return ch->target_cpu; }
+struct vmbus_channel *vmbus_channel_primary(struct vmbus_channel *ch) { return ch->primary ? ch->primary : ch; }
+void vmbus_channel_set_driver_context(struct vmbus_channel *ch, void *ctx) { ch->driver_ctx = ctx; }
+void *vmbus_channel_driver_context(const struct vmbus_channel *ch) { return ch->driver_ctx; }
+bool vmbus_connected(void) { return vmbus_bus.connected; }
+uint32_t vmbus_version(void) { return vmbus_bus.connected ? vmbus_bus.version : 0; }
+uint32_t vmbus_host_features(void) { return vmbus_bus.features; }
+uint32_t vmbus_message_connection_id(void) { return vmbus_bus.msg_conn_id; }
+
+void vmbus_set_timeout_ms(uint32_t ms)
+{
+    vmbus_bus.timeout_ms = ms ? ms : VMBUS_DEFAULT_TIMEOUT_MS;
+}
+
+void vmbus_get_stats(struct vmbus_stats *out)
+{
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    *out = vmbus_bus.stats;
+    spin_unlock(&vmbus_bus.lock, old);
+}
+
+/* ---- requests ---- */
+
+void vmbus_request_arm(struct vmbus_request *r, uint32_t type, bool match_relid, uint32_t relid, bool match_key,
+                       uint32_t key)
+{
+    memset(r, 0, sizeof *r);
+    r->type = type;
+    r->match_relid = match_relid;
+    r->relid = relid;
+    r->match_key = match_key;
+    r->key = key;
+    event_init(&r->done, EVENT_NOTIFICATION, false);
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    list_push_back(&vmbus_bus.requests, &r->link);
+    spin_unlock(&vmbus_bus.lock, old);
+}
+
+void vmbus_request_disarm(struct vmbus_request *r)
+{
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    if (list_linked(&r->link))
+        list_remove(&r->link);
+    spin_unlock(&vmbus_bus.lock, old);
+}
+
+status_t vmbus_request_wait(struct vmbus_request *r, const char *what)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    uint32_t ms = vmbus_bus.timeout_ms ? vmbus_bus.timeout_ms : VMBUS_DEFAULT_TIMEOUT_MS;
+    status_t s = event_wait(&r->done, (uint64_t)ms * 1000000ull);
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    bool answered = !list_linked(&r->link); /* the handler unlinks before it sets the event */
+    if (!answered) {
+        list_remove(&r->link);
+        vmbus_bus.stats.timeouts++;
+    }
+    spin_unlock(&vmbus_bus.lock, old);
+    if (!answered) {
+        (void)s;
+        pr_err("vmbus: host did not answer %s in %u.%u s", what, ms / 1000, ms % 1000 / 100);
+        return STATUS_TIMEOUT;
+    }
+    return r->cancelled ? STATUS_CANCELLED : STATUS_OK;
+}
+
+void vmbus_cancel_requests_locked(uint32_t relid)
+{
+    struct list *n = vmbus_bus.requests.next;
+    while (n != &vmbus_bus.requests) {
+        struct vmbus_request *r = container_of(n, struct vmbus_request, link);
+        n = n->next;
+        if (r->match_relid && r->relid == relid) {
+            list_remove(&r->link);
+            r->cancelled = true;
+            event_set(&r->done);
+        }
+    }
+}
+
+/* The keys an answer carries (message already checked for its type's size). */
+static void answer_keys(uint32_t type, const uint8_t *m, uint32_t *relid, uint32_t *key)
+{
+    *relid = *key = 0;
+    switch (type) {
+    case VMBUS_MSG_GPADL_CREATED:
+        *relid = ((const struct vmbus_msg_gpadl_created *)m)->child_relid;
+        *key = ((const struct vmbus_msg_gpadl_created *)m)->gpadl;
+        break;
+    case VMBUS_MSG_GPADL_TORNDOWN:
+        *key = ((const struct vmbus_msg_gpadl_torndown *)m)->gpadl;
+        break;
+    case VMBUS_MSG_OPENCHANNEL_RESULT:
+        *relid = ((const struct vmbus_msg_open_result *)m)->child_relid;
+        *key = ((const struct vmbus_msg_open_result *)m)->open_id;
+        break;
+    case VMBUS_MSG_MODIFYCHANNEL_RESPONSE:
+        *relid = ((const struct vmbus_msg_modify_channel_response *)m)->child_relid;
+        break;
+    default:
+        break;
+    }
+}
+
+/* Hands an answer to its request; false if nobody asked (with the bus lock held). */
+static bool complete_request_locked(uint32_t type, const uint8_t *m, uint32_t size)
+{
+    uint32_t relid, key;
+    answer_keys(type, m, &relid, &key);
+    for (struct list *n = vmbus_bus.requests.next; n != &vmbus_bus.requests; n = n->next) {
+        struct vmbus_request *r = container_of(n, struct vmbus_request, link);
+        if (r->type != type || (r->match_relid && r->relid != relid) || (r->match_key && r->key != key))
+            continue;
+        list_remove(&r->link);
+        memcpy(r->answer, m, size);
+        r->size = size;
+        event_set(&r->done);
+        return true;
+    }
+    return false;
+}
+
+status_t vmbus_post(const void *msg, uint32_t size)
+{
+    uint16_t hs = hv_post_message(vmbus_bus.msg_conn_id, HV_MESSAGE_VMBUS, msg, size);
+    if (hs == HV_STATUS_SUCCESS)
+        return STATUS_OK;
+    uint32_t type;
+    memcpy(&type, msg, sizeof type);
+    pr_err("vmbus: posting %s on connection %u failed: %s", vmbus_msg_name(type), vmbus_bus.msg_conn_id,
+           hv_status_name(hs));
+    return STATUS_DEVICE_ERROR;
+}
+
+/* ---- offers and rescinds (DISPATCH, bus lock held) ---- */
+
+static struct vmbus_channel *find_primary_locked(const struct vmbus_offer *o)
+{
+    for (struct list *n = vmbus_bus.channels.next; n != &vmbus_bus.channels; n = n->next) {
+        struct vmbus_channel *c = (struct vmbus_channel *)n;
+        if (c->sub_index == 0 && !c->released && vmbus_guid_equal(&c->offer.if_type, &o->if_type) &&
+            vmbus_guid_equal(&c->offer.if_instance, &o->if_instance))
+            return c;
+    }
+    return NULL;
+}
+
+static void insert_by_relid_locked(struct vmbus_channel *ch)
+{
+    struct list *n = vmbus_bus.channels.next;
+    while (n != &vmbus_bus.channels && ((struct vmbus_channel *)n)->relid < ch->relid)
+        n = n->next;
+    list_insert_before(n, &ch->link);
+}
+
+/* Returns a reason to drop the offer, or NULL. */
+static const char *take_offer_locked(const struct vmbus_msg_offer_channel *m)
+{
+    uint32_t relid = m->child_relid;
+    const char *why = vmbus_offer_check(m);
+    if (why)
+        return why;
+    struct vmbus_channel *old = vmbus_bus.by_relid[relid];
+    if (old && !old->released)
+        return "duplicate relid (already offered)";
+    struct vmbus_channel *primary = NULL;
+    if (m->offer.sub_channel_index != 0) {
+        primary = find_primary_locked(&m->offer);
+        if (!primary)
+            return "sub-channel without its primary channel";
+    }
+    struct vmbus_channel *ch = kzalloc(sizeof *ch);
+    if (!ch)
+        return "out of memory";
+    ch->relid = relid;
+    ch->offer = m->offer;
+    ch->connection_id = m->connection_id;
+    ch->sub_index = m->offer.sub_channel_index;
+    ch->primary = primary;
+    ch->dedicated_interrupt = m->is_dedicated_interrupt & 1;
+    if (m->monitor_allocated & 1) {
+        if (m->monitor_id < VMBUS_MONITOR_IDS) {
+            ch->monitored = true;
+            ch->monitor_id = m->monitor_id;
+        } else if (worth_logging(++vmbus_bus.stats.dropped_bad)) {
+            pr_warn("vmbus: offer for relid %u has monitor id %u (max 127): signalling it by event instead", relid,
+                    m->monitor_id);
+        }
+    }
+    __atomic_store_n(&ch->state, VMBUS_CH_OFFERED, __ATOMIC_RELEASE);
+    vmbus_bus.by_relid[relid] = ch;
+    insert_by_relid_locked(ch);
+    if (primary)
+        primary->sub_count++;
+    vmbus_bus.stats.offers++;
+    vmbus_bus.stats.channels++;
+    return NULL;
+}
+
+static void on_offer(const uint8_t *m)
+{
+    const struct vmbus_msg_offer_channel *o = (const void *)m;
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    const char *why = take_offer_locked(o);
+    bool late = vmbus_bus.offers_done && !why && o->offer.sub_channel_index == 0;
+    uint64_t drops = why ? ++vmbus_bus.stats.dropped_bad : 0;
+    spin_unlock(&vmbus_bus.lock, old);
+    if (why) {
+        if (worth_logging(drops))
+            pr_warn("vmbus: OFFERCHANNEL for relid %u dropped: %s", o->child_relid, why);
+        return;
+    }
+    event_set(&vmbus_bus.offers_changed);
+    if (late)
+        pr_info("vmbus: relid %u offered after ALLOFFERS_DELIVERED; drivers registered from now on will see it",
+                o->child_relid);
+}
+
+static void on_rescind(uint32_t relid)
+{
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    struct vmbus_channel *ch = relid && relid <= VMBUS_MAX_RELID ? vmbus_bus.by_relid[relid] : NULL;
+    if (!ch || ch->released || ch->rescinded) {
+        uint64_t drops = ++vmbus_bus.stats.dropped_bad;
+        spin_unlock(&vmbus_bus.lock, old);
+        if (worth_logging(drops))
+            pr_warn("vmbus: RESCIND_CHANNELOFFER for relid %u, which is not on offer: dropped", relid);
+        return;
+    }
+    vmbus_bus.stats.rescinds++;
+    const char *name = vmbus_channel_type_name(ch);
+    const struct vmbus_driver *drv = ch->driver;
+    bool busy = ch->state != VMBUS_CH_OFFERED;
+    bool release_now = vmbus_channel_rescind_locked(ch) != 0; /* then ch is gone */
+    spin_unlock(&vmbus_bus.lock, old);
+    pr_info("vmbus: host rescinded relid %u (%s%s)", relid, name,
+            release_now ? ", released at once"
+            : drv  ? ", released when its driver closes it"
+            : busy ? ", released when its open or close finishes"
+                   : "");
+    if (drv && drv->rescind)
+        drv->rescind(ch);
+    if (release_now)
+        vmbus_send_relid_released(relid);
+    event_set(&vmbus_bus.offers_changed);
+}
+
+/* ---- the SINT 2 handler (DISPATCH) ---- */
+
+static status_t on_message(void *ctx, uint32_t cpu, const struct hv_message *slot)
+{
+    (void)ctx;
+    (void)cpu;
+    uint8_t m[HV_MESSAGE_PAYLOAD_MAX];
+    uint32_t size = slot->header.payload_size;
+    if (size > sizeof m)
+        size = sizeof m; /* the SynIC layer already dropped larger ones */
+    memcpy(m, (const void *)slot->payload, size); /* once: the checks below see what we act on */
+    uint32_t type = 0;
+    const char *why = vmbus_msg_check(m, size, &type);
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    vmbus_bus.stats.messages++;
+    if (!why) {
+        switch (type) {
+        case VMBUS_MSG_OFFERCHANNEL:
+        case VMBUS_MSG_RESCIND_CHANNELOFFER:
+            break;
+        case VMBUS_MSG_ALLOFFERS_DELIVERED:
+            vmbus_bus.offers_done = true;
+            __attribute__((fallthrough)); /* someone may be waiting for it */
+        case VMBUS_MSG_VERSION_RESPONSE:
+        case VMBUS_MSG_OPENCHANNEL_RESULT:
+        case VMBUS_MSG_GPADL_CREATED:
+        case VMBUS_MSG_GPADL_TORNDOWN:
+        case VMBUS_MSG_UNLOAD_RESPONSE:
+        case VMBUS_MSG_MODIFYCHANNEL_RESPONSE:
+            if (!complete_request_locked(type, m, size) && type != VMBUS_MSG_ALLOFFERS_DELIVERED) {
+                uint64_t n = ++vmbus_bus.stats.dropped_unasked;
+                spin_unlock(&vmbus_bus.lock, old);
+                uint32_t relid, key;
+                answer_keys(type, m, &relid, &key);
+                if (worth_logging(n))
+                    pr_warn("vmbus: %s (relid %u, id %#x) that nobody asked for: dropped", vmbus_msg_name(type), relid,
+                            key);
+                return STATUS_OK;
+            }
+            spin_unlock(&vmbus_bus.lock, old);
+            return STATUS_OK;
+        default:
+            why = "a guest-to-host message type";
+            break;
+        }
+    }
+    if (why) {
+        uint64_t n = ++vmbus_bus.stats.dropped_bad;
+        spin_unlock(&vmbus_bus.lock, old);
+        if (worth_logging(n))
+            pr_warn("vmbus: host message dropped: %s (type %u %s, %u bytes; its minimum is %u)", why, type,
+                    vmbus_msg_name(type), size, vmbus_msg_min_size(type));
+        return STATUS_OK;
+    }
+    spin_unlock(&vmbus_bus.lock, old);
+    if (type == VMBUS_MSG_OFFERCHANNEL)
+        on_offer(m);
+    else
+        on_rescind(((const struct vmbus_msg_relid *)m)->child_relid);
+    return STATUS_OK;
+}
+
+static void on_event(void *ctx, uint32_t cpu, uint32_t flag)
+{
+    (void)ctx;
+    (void)cpu;
+    vmbus_channel_interrupt(flag);
+}
+
+/* ---- connecting ---- */
+
+static status_t contact(uint32_t version, uint32_t conn, uint16_t *hv_status, struct vmbus_request *r)
+{
+    struct vmbus_msg_initiate_contact m = {
+        .hdr.type = VMBUS_MSG_INITIATE_CONTACT,
+        .version = version,
+        .target_vcpu = vmbus_bus.target_vp,
+        .monitor_page1 = virt_to_phys(&vmbus_bus.monitor_pages[0]),
+        .monitor_page2 = virt_to_phys(&vmbus_bus.monitor_pages[1]),
+    };
+    if (version >= VMBUS_VERSION_WIN10_V5)
+        m.target_info = VMBUS_TARGET_INFO(VMBUS_MESSAGE_SINT, 0, 0);
+    else
+        m.target_info = virt_to_phys(vmbus_bus.int_page);
+    vmbus_request_arm(r, VMBUS_MSG_VERSION_RESPONSE, false, 0, false, 0);
+    *hv_status = hv_post_message(conn, HV_MESSAGE_VMBUS, &m, sizeof m);
+    if (*hv_status != HV_STATUS_SUCCESS) {
+        vmbus_request_disarm(r);
+        return STATUS_DEVICE_ERROR;
+    }
+    char what[64];
+    fmt_snprintf(what, sizeof what, "INITIATE_CONTACT %u.%u", VMBUS_VERSION_MAJOR(version), VMBUS_VERSION_MINOR(version));
+    return vmbus_request_wait(r, what);
+}
+
+static void log_features(uint32_t f)
+{
+    static const char *const names[] = { "guest-signal-params", "channel-interrupt-redirection",
+                                         "modify-connection",   "client-id",
+                                         "confidential-channels", "pause-resume",
+                                         "server-monitor-pages", "gpa-pinning" };
+    char buf[256];
+    size_t n = 0;
+    buf[0] = 0;
+    for (unsigned i = 0; i < 8; i++)
+        if (f & (1u << i))
+            n += (size_t)fmt_snprintf(buf + n, sizeof buf - n, " %s", names[i]);
+    if (f >> 8)
+        fmt_snprintf(buf + n, sizeof buf - n, " unknown:%#x", f >> 8);
+    pr_info("vmbus: host features %#x:%s", f, f ? buf : " none");
+}
+
+static status_t negotiate(uint32_t max_version)
+{
+    bool multiclient = true;
+    struct vmbus_request r;
+    for (unsigned i = 0; i < sizeof version_ladder / sizeof version_ladder[0]; i++) {
+        uint32_t v = version_ladder[i];
+        if (max_version && v > max_version)
+            continue;
+        uint32_t conn = v >= VMBUS_VERSION_WIN10_V5 && multiclient ? VMBUS_CONN_MESSAGE_MULTICLIENT
+                                                                    : VMBUS_CONN_MESSAGE;
+        uint16_t hs;
+        status_t s = contact(v, conn, &hs, &r);
+        if (s == STATUS_DEVICE_ERROR && hs == HV_STATUS_INVALID_CONNECTION_ID && conn == VMBUS_CONN_MESSAGE_MULTICLIENT) {
+            pr_info("vmbus: host has no multiclient connection id (4): using connection id 1");
+            multiclient = false;
+            conn = VMBUS_CONN_MESSAGE;
+            s = contact(v, conn, &hs, &r);
+        }
+        if (s == STATUS_DEVICE_ERROR) {
+            pr_err("vmbus: INITIATE_CONTACT %u.%u on connection %u: %s", VMBUS_VERSION_MAJOR(v), VMBUS_VERSION_MINOR(v),
+                   conn, hv_status_name(hs));
+            return s;
+        }
+        if (s != STATUS_OK)
+            return s;
+        const struct vmbus_msg_version_response *vr = (const void *)r.answer;
+        if (!vr->version_supported) {
+            pr_info("vmbus: host refuses version %s", version_name(v));
+            continue;
+        }
+        vmbus_bus.version = v;
+        vmbus_bus.msg_conn_id = VMBUS_CONN_MESSAGE;
+        if (v >= VMBUS_VERSION_WIN10_V5)
+            vmbus_bus.msg_conn_id = vr->msg_conn_id ? vr->msg_conn_id : conn;
+        vmbus_bus.features = 0;
+        if (v >= VMBUS_VERSION_COPPER && r.size >= sizeof(struct vmbus_msg_version_response2))
+            vmbus_bus.features = ((const struct vmbus_msg_version_response2 *)r.answer)->supported_features;
+        pr_info("vmbus: connected: version %s; messages on connection id %u; control messages to VP %u",
+                version_name(v), vmbus_bus.msg_conn_id, vmbus_bus.target_vp);
+        if (v >= VMBUS_VERSION_COPPER)
+            log_features(vmbus_bus.features);
+        return STATUS_OK;
+    }
+    pr_err("vmbus: the host accepts none of the versions 6.0 .. 3.0%s", max_version ? " (within the limit asked)" : "");
+    return STATUS_NOT_SUPPORTED;
+}
+
+static void reset_state(void)
+{
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    struct list all;
+    list_init(&all);
+    while (!list_empty(&vmbus_bus.channels)) {
+        struct list *n = vmbus_bus.channels.next;
+        list_remove(n);
+        list_push_back(&all, n);
+    }
+    memset(vmbus_bus.by_relid, 0, sizeof vmbus_bus.by_relid);
+    vmbus_bus.connected = false;
+    vmbus_bus.offers_done = false;
+    vmbus_bus.version = 0;
+    memset(&vmbus_bus.stats, 0, sizeof vmbus_bus.stats); /* counters are per connection */
+    spin_unlock(&vmbus_bus.lock, old);
+    /* The host has let go of the interrupt and monitor pages: the next connection gets new ones.
+     * Ring memory of channels still open at unload is not freed: it is power-off (or a test)
+     * anyway, and a driver may still look at it. */
+    if (vmbus_bus.int_page)
+        page_free(vmbus_bus.int_page, 1);
+    if (vmbus_bus.monitor_pages)
+        page_free(vmbus_bus.monitor_pages, 2);
+    vmbus_bus.int_page = NULL;
+    vmbus_bus.monitor_pages = NULL;
+    while (!list_empty(&all)) {
+        struct list *n = all.next;
+        list_remove(n);
+        kfree(n);
+    }
+}
+
+static void shutdown_hook(void)
+{
+    /* The hv layer's hook runs next and forgets every SINT handler, and power-off consumes the
+     * hooks: a later vmbus_init() (the hosted tests power off and start again) registers both anew. */
+    sint_registered = false;
+    hook_registered = false;
+    if (!vmbus_bus.connected) {
+        reset_state(); /* a connection that never came up: give the pages back */
+        return;
+    }
+    if (irql_current() != IRQL_PASSIVE) {
+        pr_warn("vmbus: power-off above PASSIVE (a panic): no UNLOAD");
+        return;
+    }
+    if (vmbus_unload() != STATUS_OK)
+        pr_warn("vmbus: leaving without the host's UNLOAD_RESPONSE");
+}
+
+status_t vmbus_unload(void)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    if (!vmbus_bus.connected)
+        return STATUS_INVALID_STATE;
+    struct vmbus_msg_header m = { .type = VMBUS_MSG_UNLOAD };
+    struct vmbus_request r;
+    vmbus_request_arm(&r, VMBUS_MSG_UNLOAD_RESPONSE, false, 0, false, 0);
+    status_t s = vmbus_post(&m, sizeof m);
+    if (s == STATUS_OK)
+        s = vmbus_request_wait(&r, "UNLOAD");
+    else
+        vmbus_request_disarm(&r);
+    if (s == STATUS_OK)
+        pr_info("vmbus: unloaded (host answered UNLOAD_RESPONSE)");
+    reset_state();
+    return s;
+}
+
+status_t vmbus_init(uint32_t max_version)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    if (vmbus_bus.connected)
+        return STATUS_OK;
+    if (!hv_active()) {
+        pr_err("vmbus: no Hyper-V layer (neither Hyper-V nor hvsim): no VMBus");
+        return STATUS_NOT_FOUND;
+    }
+    if (!vmbus_bus.int_page) {
+        list_init(&vmbus_bus.channels);
+        list_init(&vmbus_bus.requests);
+        event_init(&vmbus_bus.offers_changed, EVENT_NOTIFICATION, false);
+        vmbus_bus.next_gpadl = VMBUS_GPADL_FIRST_HANDLE;
+        vmbus_bus.int_page = page_alloc(1);
+        vmbus_bus.monitor_pages = page_alloc(2);
+        if (!vmbus_bus.int_page || !vmbus_bus.monitor_pages)
+            return STATUS_NO_MEMORY;
+    }
+    if (!vmbus_bus.timeout_ms)
+        vmbus_bus.timeout_ms = VMBUS_DEFAULT_TIMEOUT_MS;
+    /* Flags start clean on every connection. */
+    memset(vmbus_bus.int_page, 0, 4096);
+    memset(vmbus_bus.monitor_pages, 0, 2 * 4096);
+    if (!sint_registered) {
+        struct hv_sint_handler h = { .name = "vmbus", .irql = IRQL_DISPATCH, .message = on_message,
+                                     .event = on_event, .event_flags = VMBUS_MAX_RELID + 1 };
+        status_t s = hv_sint_register(VMBUS_MESSAGE_SINT, &h);
+        if (s != STATUS_OK) {
+            pr_err("vmbus: cannot take SINT %u: %s", VMBUS_MESSAGE_SINT, status_name(s));
+            return s;
+        }
+        sint_registered = true;
+    }
+    struct cpu *c = this_cpu();
+    vmbus_bus.target_vp = hv_vp_index(c ? c->id : 0);
+    if (!hook_registered) {
+        /* Registered after the hv layer's hook, so it runs before it (newest first). */
+        power_register_shutdown_hook(shutdown_hook);
+        hook_registered = true;
+    }
+    status_t s = negotiate(max_version);
+    if (s != STATUS_OK)
+        return s;
+    vmbus_bus.connected = true;
+
+    struct vmbus_msg_header m = { .type = VMBUS_MSG_REQUESTOFFERS };
+    struct vmbus_request r;
+    vmbus_request_arm(&r, VMBUS_MSG_ALLOFFERS_DELIVERED, false, 0, false, 0);
+    s = vmbus_post(&m, sizeof m);
+    if (s == STATUS_OK)
+        s = vmbus_request_wait(&r, "REQUESTOFFERS with ALLOFFERS_DELIVERED");
+    else
+        vmbus_request_disarm(&r);
+    if (s != STATUS_OK)
+        return s; /* connected, without a complete list: the power-off hook still unloads */
+    vmbus_list();
+    for (unsigned i = 0; i < VMBUS_MAX_DRIVERS; i++)
+        if (drivers[i])
+            probe_all(drivers[i]);
+    return STATUS_OK;
+}
+
+/* ---- the listing ---- */
+
+void vmbus_list(void)
+{
+    struct vmbus_stats st;
+    vmbus_get_stats(&st);
+    pr_info("vmbus: %u channel offers (VMBus %s):", st.channels, version_name(vmbus_bus.version));
+    pr_info("vmbus:  relid sub mon  state    type        instance                              what");
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    for (struct list *n = vmbus_bus.channels.next; n != &vmbus_bus.channels; n = n->next) {
+        struct vmbus_channel *ch = (struct vmbus_channel *)n;
+        char inst[37], mon[8];
+        vmbus_guid_format(&ch->offer.if_instance, inst);
+        if (ch->monitored)
+            fmt_snprintf(mon, sizeof mon, "%u", ch->monitor_id);
+        else
+            fmt_snprintf(mon, sizeof mon, "-");
+        static const char *const states[] = { "offered", "opening", "open", "closing" };
+        int ti = type_index(&ch->offer.if_type);
+        char type[37];
+        if (ti < 0)
+            vmbus_guid_format(&ch->offer.if_type, type);
+        pr_info("vmbus:  %5u %3u %3s  %-8s %-11s %s  %s", ch->relid, ch->sub_index, mon,
+                ch->rescinded ? "rescind" : states[ch->state], ti < 0 ? "unknown" : known_types[ti].name, inst,
+                ti < 0 ? type : known_types[ti].what);
+    }
+    spin_unlock(&vmbus_bus.lock, old);
+}
+
+void vmbus_for_each_channel(void (*fn)(struct vmbus_channel *ch, void *ctx), void *ctx)
+{
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    for (struct list *n = vmbus_bus.channels.next; n && n != &vmbus_bus.channels; n = n->next)
+        fn((struct vmbus_channel *)n, ctx);
+    spin_unlock(&vmbus_bus.lock, old);
+}
+
+/* ---- drivers ---- */
+
+/* The next unbound primary channel of d's type (relid > after), or NULL. */
+static struct vmbus_channel *next_unbound(const struct vmbus_driver *d, uint32_t after)
+{
+    struct vmbus_channel *found = NULL;
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    for (struct list *n = vmbus_bus.channels.next; n != &vmbus_bus.channels; n = n->next) {
+        struct vmbus_channel *ch = (struct vmbus_channel *)n;
+        if (ch->relid > after && !ch->driver && !ch->primary && !ch->rescinded &&
+            vmbus_guid_equal(&ch->offer.if_type, &d->type)) {
+            ch->driver = d; /* claimed: nobody else probes it meanwhile */
+            found = ch;
+            break;
+        }
+    }
+    spin_unlock(&vmbus_bus.lock, old);
+    return found;
+}
+
+status_t vmbus_driver_register(const struct vmbus_driver *d)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    int slot = -1;
+    for (int i = 0; i < VMBUS_MAX_DRIVERS; i++) {
+        if (drivers[i] == d)
+            slot = i;
+        else if (!drivers[i] && slot < 0)
+            slot = i;
+    }
+    if (slot < 0)
+        return STATUS_NO_SPACE;
+    drivers[slot] = d;
+    if (vmbus_bus.connected)
+        probe_all(d);
+    return STATUS_OK;
+}
+
+/* Probes every unbound primary channel of d's type (failures are logged per channel). */
+static void probe_all(const struct vmbus_driver *d)
+{
+    uint32_t after = 0;
+    struct vmbus_channel *ch;
+    while ((ch = next_unbound(d, after)) != NULL) {
+        after = ch->relid;
+        status_t s = d->probe ? d->probe(ch) : STATUS_OK;
+        if (s != STATUS_OK) {
+            pr_warn("vmbus: driver %s failed to probe relid %u: %s (the channel stays unbound)", d->name, ch->relid,
+                    status_name(s));
+            irql_t old = spin_lock(&vmbus_bus.lock);
+            ch->driver = NULL;
+            uint32_t released = vmbus_channel_release_locked(ch); /* rescinded meanwhile: gone */
+            spin_unlock(&vmbus_bus.lock, old);
+            if (released)
+                vmbus_send_relid_released(released);
+        } else {
+            pr_info("vmbus: driver %s bound to relid %u", d->name, ch->relid);
+        }
+    }
+}
+
+void vmbus_driver_unregister(const struct vmbus_driver *d)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    for (;;) {
+        struct vmbus_channel *ch = NULL;
+        irql_t old = spin_lock(&vmbus_bus.lock);
+        for (struct list *n = vmbus_bus.channels.next; n != &vmbus_bus.channels; n = n->next)
+            if (((struct vmbus_channel *)n)->driver == d) {
+                ch = (struct vmbus_channel *)n;
+                break;
+            }
+        spin_unlock(&vmbus_bus.lock, old);
+        if (!ch)
+            break;
+        if (d->remove)
+            d->remove(ch);
+        old = spin_lock(&vmbus_bus.lock);
+        ch->driver = NULL;
+        uint32_t released = vmbus_channel_release_locked(ch);
+        spin_unlock(&vmbus_bus.lock, old);
+        if (released)
+            vmbus_send_relid_released(released);
+    }
+    for (int i = 0; i < VMBUS_MAX_DRIVERS; i++)
+        if (drivers[i] == d)
+            drivers[i] = NULL;
+}
+
+status_t vmbus_channel_wait_sub_channels(struct vmbus_channel *primary, uint32_t count, struct vmbus_channel **subs)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    uint32_t ms = vmbus_bus.timeout_ms ? vmbus_bus.timeout_ms : VMBUS_DEFAULT_TIMEOUT_MS;
+    uint64_t waited_ms = 0;
+    for (;;) {
+        event_reset(&vmbus_bus.offers_changed);
+        irql_t old = spin_lock(&vmbus_bus.lock);
+        uint32_t have = 0;
+        for (uint32_t idx = 1; have < count && idx <= 0xffff; idx++) {
+            struct vmbus_channel *found = NULL;
+            for (struct list *n = vmbus_bus.channels.next; n != &vmbus_bus.channels; n = n->next) {
+                struct vmbus_channel *c = (struct vmbus_channel *)n;
+                if (c->primary == primary && c->sub_index == idx && !c->rescinded)
+                    found = c;
+            }
+            if (!found)
+                break;
+            if (subs)
+                subs[have] = found;
+            have++;
+        }
+        spin_unlock(&vmbus_bus.lock, old);
+        if (have >= count)
+            return STATUS_OK;
+        if (primary->rescinded)
+            return STATUS_CANCELLED;
+        if (waited_ms >= ms) {
+            pr_err("vmbus: host did not offer %u sub-channels of relid %u in %u s (has %u)", count, primary->relid,
+                   ms / 1000, have);
+            return STATUS_TIMEOUT;
+        }
+        /* Woken by every offer; re-checked in slices so a timeout is never missed. */
+        if (event_wait(&vmbus_bus.offers_changed, 50ull * 1000000) == STATUS_TIMEOUT)
+            waited_ms += 50;
+    }
+}
