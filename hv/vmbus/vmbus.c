@@ -21,6 +21,7 @@ struct vmbus_bus vmbus_bus;
 static bool hook_registered, sint_registered;
 static const struct vmbus_driver *drivers[VMBUS_MAX_DRIVERS];
 static void probe_all(const struct vmbus_driver *d);
+static bool add_driver(const struct vmbus_driver *d);
 
 /* The ladder, newest first (hyperv-facts.md §3.7). Gen2 needs 3.0 or newer. */
 static const uint32_t version_ladder[] = {
@@ -637,6 +638,10 @@ status_t vmbus_init(uint32_t max_version)
     if (s != STATUS_OK)
         return s; /* connected, without a complete list: the power-off hook still unloads */
     vmbus_list();
+    /* Drivers linked into the image (VMBUS_DRIVER) first, then those registered at run time. */
+    for (const struct vmbus_driver *const *d = __start_vmbus_drivers; d < __stop_vmbus_drivers; d++)
+        if (!add_driver(*d))
+            pr_warn("vmbus: driver %s not registered: more than %u drivers", (*d)->name, VMBUS_MAX_DRIVERS);
     for (unsigned i = 0; i < VMBUS_MAX_DRIVERS; i++)
         if (drivers[i])
             probe_all(drivers[i]);
@@ -700,9 +705,8 @@ static struct vmbus_channel *next_unbound(const struct vmbus_driver *d, uint32_t
     return found;
 }
 
-status_t vmbus_driver_register(const struct vmbus_driver *d)
+static bool add_driver(const struct vmbus_driver *d)
 {
-    IRQL_ASSERT_MAX(IRQL_PASSIVE);
     int slot = -1;
     for (int i = 0; i < VMBUS_MAX_DRIVERS; i++) {
         if (drivers[i] == d)
@@ -711,8 +715,16 @@ status_t vmbus_driver_register(const struct vmbus_driver *d)
             slot = i;
     }
     if (slot < 0)
-        return STATUS_NO_SPACE;
+        return false;
     drivers[slot] = d;
+    return true;
+}
+
+status_t vmbus_driver_register(const struct vmbus_driver *d)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    if (!add_driver(d))
+        return STATUS_NO_SPACE;
     if (vmbus_bus.connected)
         probe_all(d);
     return STATUS_OK;

@@ -72,6 +72,15 @@ struct vmbus_driver {
     void (*rescind)(struct vmbus_channel *ch);
 };
 #define VMBUS_MAX_DRIVERS 16
+/* Linking a driver into an image is enough to bind it: VMBUS_DRIVER(d) puts &d into the
+ * vmbus_drivers section, and vmbus_init() registers every driver found there (after the offers
+ * are in) and probes the offers of its type, at PASSIVE. */
+#define VMBUS_DRIVER(d)                                                                                  \
+    static const struct vmbus_driver *const vmbus_driver_entry_##d                                      \
+        __attribute__((used, section("vmbus_drivers"), aligned(8))) = &(d)
+/* The section's bounds (the kernel's linker.ld, or the linker's own start/stop symbols hosted). */
+extern const struct vmbus_driver *const __start_vmbus_drivers[] __attribute__((weak));
+extern const struct vmbus_driver *const __stop_vmbus_drivers[] __attribute__((weak));
 /* Registers and probes every matching unbound primary channel offered so far. At PASSIVE. */
 status_t vmbus_driver_register(const struct vmbus_driver *d) WARN_UNUSED;
 /* Calls remove() for each channel bound to d, then forgets d. At PASSIVE. */

@@ -3,34 +3,14 @@
  */
 #include "kmcl/core/packet.h"
 
+#include "kernel/readonce.h"
 #include "kernel/string.h"
 
-/* Reads a field of the packet once. The empty asm makes the value opaque to the compiler, so it
- * cannot re-load it from the (peer-writable) packet memory after the check: what was checked is
+/* Every field of the peer-writable packet is read once (kernel/readonce.h): what was checked is
  * what is used. */
-static inline uint32_t read32(const uint8_t *b)
-{
-    uint32_t v;
-    __builtin_memcpy(&v, b, sizeof v); /* a load, also where memcpy is not a builtin (the kernel) */
-    __asm__ volatile("" : "+r"(v));
-    return v;
-}
-
-static inline uint64_t read64(const uint8_t *b)
-{
-    uint64_t v;
-    __builtin_memcpy(&v, b, sizeof v); /* a load, also where memcpy is not a builtin (the kernel) */
-    __asm__ volatile("" : "+r"(v));
-    return v;
-}
-
-static inline uint16_t read16(const uint8_t *b)
-{
-    uint16_t v;
-    __builtin_memcpy(&v, b, sizeof v); /* a load, also where memcpy is not a builtin (the kernel) */
-    __asm__ volatile("" : "+r"(v));
-    return v;
-}
+#define read16 read_once_u16
+#define read32 read_once_u32
+#define read64 read_once_u64
 
 static status_t bad(struct kmcl_ring_failure *why, const struct kmcl_ring_packet *p, const char *reason, uint64_t value,
                     uint64_t limit)

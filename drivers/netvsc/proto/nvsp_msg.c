@@ -3,25 +3,8 @@
  */
 #include "drivers/netvsc/proto/nvsp_msg.h"
 
+#include "kernel/readonce.h"
 #include "kernel/string.h"
-
-/* Reads n bytes the peer may still change, each exactly once: volatile loads (never re-read,
- * never merged with a later read), 8 bytes at a time where possible. The 8-byte type is declared
- * with alignment 1, so unaligned messages are loaded without undefined behaviour. */
-typedef uint64_t __attribute__((aligned(1), may_alias)) unaligned_u64;
-
-static void fetch(void *dst, const void *src, uint32_t n)
-{
-    const volatile uint8_t *s = src;
-    uint8_t *d = dst;
-    uint32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v = *(const volatile unaligned_u64 *)(s + i);
-        memcpy(d + i, &v, 8);
-    }
-    for (; i < n; i++)
-        d[i] = s[i];
-}
 
 static uint32_t get32(const uint8_t *p)
 {
@@ -140,7 +123,7 @@ uint32_t nvsp_indirection_table_copy(const struct nvsp_msg *m, uint32_t *dst, ui
     if (m->type != NVSP_MSG5_SEND_INDIRECTION_TABLE || !m->u.indirection_table.table)
         return 0;
     uint32_t n = m->u.indirection_table.count < max ? m->u.indirection_table.count : max;
-    fetch(dst, m->u.indirection_table.table, n * 4u);
+    read_once_copy(dst, m->u.indirection_table.table, n * 4u);
     return n;
 }
 
@@ -172,7 +155,7 @@ status_t nvsp_msg_check(const void *buf, uint32_t len, enum nvsp_dir dir, struct
     /* The fixed part, read once; f[0..3] is the type. */
     uint8_t f[FIXED_MAX];
     memset(f, 0, sizeof f);
-    fetch(f, buf, 4);
+    read_once_copy(f, buf, 4);
     uint32_t type = get32(f);
     out->type = type;
     const struct type_info *t = type_info(type);
@@ -182,7 +165,7 @@ status_t nvsp_msg_check(const void *buf, uint32_t len, enum nvsp_dir dir, struct
         return bad(why, "NVSP message type not sent in this direction");
     if (len < t->min_size)
         return bad(why, "too short for its NVSP message type");
-    fetch(f + 4, (const uint8_t *)buf + 4, t->min_size - 4u);
+    read_once_copy(f + 4, (const uint8_t *)buf + 4, t->min_size - 4u);
     const uint8_t *b = f + 4; /* the body */
 
     switch (type) {
@@ -213,7 +196,7 @@ status_t nvsp_msg_check(const void *buf, uint32_t len, enum nvsp_dir dir, struct
         uint32_t need = (uint32_t)sizeof(struct nvsp_msg_recv_buf_complete) + n * (uint32_t)sizeof(struct nvsp_recv_section);
         if (need > len)
             return bad(why, "receive buffer sections beyond the message");
-        fetch(out->u.recv_buf_complete.sections, (const uint8_t *)buf + sizeof(struct nvsp_msg_recv_buf_complete),
+        read_once_copy(out->u.recv_buf_complete.sections, (const uint8_t *)buf + sizeof(struct nvsp_msg_recv_buf_complete),
               n * (uint32_t)sizeof(struct nvsp_recv_section));
         if (status == NVSP_STATUS_SUCCESS) {
             for (uint32_t i = 0; i < n; i++) {

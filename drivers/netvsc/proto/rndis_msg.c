@@ -4,25 +4,8 @@
  */
 #include "drivers/netvsc/proto/rndis_msg.h"
 
+#include "kernel/readonce.h"
 #include "kernel/string.h"
-
-/* Reads n bytes the peer may still change, each exactly once: volatile loads (never re-read,
- * never merged with a later read), 8 bytes at a time where possible. The 8-byte type is declared
- * with alignment 1, so unaligned messages are loaded without undefined behaviour. */
-typedef uint64_t __attribute__((aligned(1), may_alias)) unaligned_u64;
-
-static void fetch(void *dst, const void *src, uint32_t n)
-{
-    const volatile uint8_t *s = src;
-    uint8_t *d = dst;
-    uint32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v = *(const volatile unaligned_u64 *)(s + i);
-        memcpy(d + i, &v, 8);
-    }
-    for (; i < n; i++)
-        d[i] = s[i];
-}
 
 static uint32_t get32(const uint8_t *p)
 {
@@ -119,7 +102,7 @@ static const char *walk_ppi(const uint8_t *ppi, uint32_t ppi_len, struct rndis_p
         if (rem < sizeof(struct rndis_ppi))
             return "PPI element header truncated";
         uint8_t h[sizeof(struct rndis_ppi)];
-        fetch(h, ppi + pos, sizeof h);
+        read_once_copy(h, ppi + pos, sizeof h);
         uint32_t size = get32(h), type = get32(h + 4), voff = get32(h + 8);
         if (size < sizeof(struct rndis_ppi))
             return "PPI element smaller than its header"; /* also what makes the loop progress */
@@ -140,7 +123,7 @@ static const char *walk_ppi(const uint8_t *ppi, uint32_t ppi_len, struct rndis_p
             if (size - voff < 4)
                 return "PPI value too short for its type";
             uint8_t val[4];
-            fetch(val, ppi + pos + voff, 4);
+            read_once_copy(val, ppi + pos + voff, 4);
             *slot = get32(val);
             v->ppi_flags |= flag;
         }
@@ -210,7 +193,7 @@ status_t rndis_msg_check(const void *buf, uint32_t len, struct rndis_msg *out, c
     /* The fixed part, read once: the header first, then the rest of the type's fixed part. */
     uint8_t f[FIXED_MAX];
     memset(f, 0, sizeof f);
-    fetch(f, msg, sizeof(struct rndis_hdr));
+    read_once_copy(f, msg, sizeof(struct rndis_hdr));
     uint32_t type = get32(f), msg_len = get32(f + 4);
     out->type = type;
     out->msg_len = msg_len;
@@ -226,7 +209,7 @@ status_t rndis_msg_check(const void *buf, uint32_t len, struct rndis_msg *out, c
     uint32_t fixed = t->min_size;
     if (type == RNDIS_MSG_INITIALIZE_CMPLT && msg_len >= sizeof(struct rndis_init_cmplt))
         fixed = sizeof(struct rndis_init_cmplt);
-    fetch(f + sizeof(struct rndis_hdr), msg + sizeof(struct rndis_hdr), fixed - (uint32_t)sizeof(struct rndis_hdr));
+    read_once_copy(f + sizeof(struct rndis_hdr), msg + sizeof(struct rndis_hdr), fixed - (uint32_t)sizeof(struct rndis_hdr));
 
     const char *r = NULL;
     switch (type) {
