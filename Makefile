@@ -1,6 +1,13 @@
 # hvrt: build, run and test. `make` builds build/$(APP)/$(APP).efi and a bootable GPT disk image;
 # `make run` boots it in QEMU with OVMF; `make test` runs the hosted tests and the QEMU boot tests.
-# Every entry point first installs missing Debian packages (tools/deps.sh).
+# Every entry point first installs missing Debian packages (tools/deps.sh). V=1 shows every command.
+#
+# Modules: each folder that is a build unit has a module.mk stating its sources once (SRCS.<dir>),
+# what it needs (DEPS.<dir>) and, where its hosted build differs, HSRCS.<dir>. An image links the
+# base (arch-x86_64, kernel, hv) plus the modules its application names in apps/<app>/app.mk
+# (APP_MODULES) and what they need; sections nothing references are dropped (--gc-sections). The
+# hosted programs (tests, fuzzers, benchmarks, hvsim) are made by one macro, `hosted`, from a
+# main file and a module list (tools/hosted.mk).
 
 APP ?= udp-echo
 BUILD := build
@@ -12,28 +19,66 @@ NASM := nasm
 LD := ld
 OBJCOPY := objcopy
 
-# ---- the kernel (freestanding, linked with linker.ld) ----
+# Quiet build lines ("  CC      kernel/heap.o") unless V=1.
+V ?= 0
+ifeq ($(V),1)
+msg :=
+else
+msg = @printf '  %-7s %s\n' '$(1)' '$(patsubst $(BUILD)/%,%,$(2))';
+endif
+
+.PHONY: all deps run test unit boot-tests fuzz bench vhdx clean
+all: deps $(BUILD)/$(APP).efi $(B)/disk.img
+
+deps:
+	@tools/deps.sh
+
+# ---- modules ----
+MODULES :=
+include $(sort $(wildcard */module.mk */*/module.mk */*/*/module.mk))
+# The modules a list needs, transitively.
+mod_closure = $(if $(filter-out $(1),$(sort $(foreach m,$(1),$(DEPS.$(m))))),$(call mod_closure,$(sort $(1) $(foreach m,$(1),$(DEPS.$(m))))),$(sort $(1)))
+mod_srcs = $(sort $(foreach m,$(call mod_closure,$(1)),$(SRCS.$(m))))
+mod_hsrcs = $(sort $(foreach m,$(call mod_closure,$(1)),$(if $(filter undefined,$(origin HSRCS.$(m))),$(SRCS.$(m)),$(HSRCS.$(m)))))
+mod_hdrs = $(foreach m,$(call mod_closure,$(1)),$(wildcard $(m)/*.h))
+
+# ---- the kernel image (freestanding, linked with linker.ld) ----
 KCFLAGS := -std=gnu11 -ffreestanding -fno-pic -fno-pie -mcmodel=kernel -mno-red-zone -mgeneral-regs-only \
 	-fno-stack-protector -fno-omit-frame-pointer -fno-asynchronous-unwind-tables -fcf-protection=none \
-	-fno-strict-aliasing -O2 -g -Wall -Wextra -Werror -Wno-address-of-packed-member -I. -MMD -MP
+	-fno-strict-aliasing -ffunction-sections -fdata-sections -O2 -g -Wall -Wextra -Werror \
+	-Wno-address-of-packed-member -I. -MMD -MP
 KASFLAGS := -f elf64 -g -F dwarf
 
-KERNEL_C := $(wildcard kernel/*.c) $(wildcard arch-x86_64/*.c) $(wildcard hv/*.c) $(wildcard hv/vmbus/*.c) \
-	$(wildcard hv/vmbus/proto/*.c) $(wildcard kmcl/*.c) $(wildcard kmcl/core/*.c)
-KERNEL_ASM := arch-x86_64/isr.asm arch-x86_64/entry.asm arch-x86_64/switch.asm arch-x86_64/trampoline_blob.asm
-KERNEL_OBJS := $(KERNEL_C:%.c=$(OBJ)/%.o) $(KERNEL_ASM:%.asm=$(OBJ)/%.o)
-# An application may use driver libraries: apps/<app>/libs.mk sets APP_LIBS (folders, e.g. drivers/netvsc), whose
-# <folder>/*.c are compiled into its image with its own sources.
-APP_LIBS :=
--include apps/$(APP)/libs.mk
-APP_C := $(wildcard apps/$(APP)/*.c)
-ifneq ($(APP_C),)
-APP_C += $(foreach l,$(APP_LIBS),$(wildcard $(l)/*.c))
+ifeq ($(wildcard apps/$(APP)/main.c),)
+$(error APP=$(APP): no application in apps/$(APP)/ (have: $(notdir $(patsubst %/main.c,%,$(wildcard apps/*/main.c)))))
 endif
-ifeq ($(APP_C),)
-$(error APP=$(APP): no application in apps/$(APP)/ (have: $(notdir $(wildcard apps/*))))
-endif
-APP_OBJS := $(APP_C:%.c=$(B)/%.o)
+APP_MODULES :=
+-include apps/$(APP)/app.mk
+IMAGE_MODULES := $(call mod_closure,arch-x86_64 kernel hv $(APP_MODULES))
+IMAGE_C := $(call mod_srcs,$(IMAGE_MODULES)) $(wildcard apps/$(APP)/*.c)
+IMAGE_OBJS := $(IMAGE_C:%.c=$(OBJ)/%.o) $(ASM.arch-x86_64:%.asm=$(OBJ)/%.o)
+
+$(OBJ)/%.o: %.c | deps
+	@mkdir -p $(@D)
+	$(call msg,CC,$@)$(CC) $(KCFLAGS) -c $< -o $@
+
+$(OBJ)/arch-x86_64/trampoline.bin: arch-x86_64/trampoline.asm | deps
+	@mkdir -p $(@D)
+	$(call msg,NASM,$@)$(NASM) -f bin $< -o $@
+
+$(OBJ)/arch-x86_64/trampoline_blob.o: arch-x86_64/trampoline_blob.asm $(OBJ)/arch-x86_64/trampoline.bin
+	@mkdir -p $(@D)
+	$(call msg,NASM,$@)$(NASM) $(KASFLAGS) -DTRAMPOLINE_BIN='"$(OBJ)/arch-x86_64/trampoline.bin"' $< -o $@
+
+$(OBJ)/%.o: %.asm | deps
+	@mkdir -p $(@D)
+	$(call msg,NASM,$@)$(NASM) $(KASFLAGS) $< -o $@
+
+# The image's object list is recorded so that a change of APP_MODULES relinks.
+$(B)/kernel.elf: $(IMAGE_OBJS) linker.ld apps/$(APP)/app.mk
+	@mkdir -p $(@D)
+	$(call msg,LD,$@)$(LD) -nostdlib -static -z max-page-size=4096 -z noexecstack --gc-sections -T linker.ld \
+		-o $@ $(IMAGE_OBJS)
 
 # ---- the UEFI loader (GNU-EFI) ----
 EFI_INC := /usr/include/efi
@@ -43,65 +88,34 @@ EFI_CFLAGS := -std=gnu11 -I$(EFI_INC) -I$(EFI_INC)/x86_64 -I. -fpic -ffreestandi
 	-DEFI_FUNCTION_WRAPPER -O2 -Wall -Wextra -Werror -Wno-unused-parameter -MMD -MP
 EFI_LDFLAGS := -nostdlib -shared -Bsymbolic -znocombreloc -L$(EFI_LIB) -T$(EFI_LIB)/elf_x86_64_efi.lds
 
-DISK_MB := 64
-ESP_SECTORS := $(shell echo $$(( ($(DISK_MB) - 2) * 2048 )))
-
-.PHONY: all deps run test unit boot-tests fuzz bench vhdx clean
-all: deps $(BUILD)/$(APP).efi $(B)/disk.img
-
-deps:
-	@tools/deps.sh
-
-$(OBJ)/%.o: %.c | deps
+$(BUILD)/loader/efi_main.o: boot/efi_main.c | deps
 	@mkdir -p $(@D)
-	$(CC) $(KCFLAGS) -c $< -o $@
+	$(call msg,CC,$@)$(CC) $(EFI_CFLAGS) -c $< -o $@
 
-$(B)/%.o: %.c | deps
-	@mkdir -p $(@D)
-	$(CC) $(KCFLAGS) -c $< -o $@
-
-$(OBJ)/arch-x86_64/trampoline.bin: arch-x86_64/trampoline.asm | deps
-	@mkdir -p $(@D)
-	$(NASM) -f bin $< -o $@
-
-$(OBJ)/arch-x86_64/trampoline_blob.o: arch-x86_64/trampoline_blob.asm $(OBJ)/arch-x86_64/trampoline.bin
-	@mkdir -p $(@D)
-	$(NASM) $(KASFLAGS) -DTRAMPOLINE_BIN='"$(OBJ)/arch-x86_64/trampoline.bin"' $< -o $@
-
-$(OBJ)/%.o: %.asm | deps
-	@mkdir -p $(@D)
-	$(NASM) $(KASFLAGS) $< -o $@
-
-$(B)/kernel.elf: $(KERNEL_OBJS) $(APP_OBJS) linker.ld
-	$(LD) -nostdlib -static -z max-page-size=4096 -z noexecstack -T linker.ld -o $@ $(KERNEL_OBJS) $(APP_OBJS)
-
-$(B)/loader/efi_main.o: boot/efi_main.c | deps
-	@mkdir -p $(@D)
-	$(CC) $(EFI_CFLAGS) -c $< -o $@
-
-# The loader embeds the kernel without its debug information (build/<app>/kernel.elf keeps it for
+# The loader embeds the kernel without debug information or symbols (build/<app>/kernel.elf keeps them for
 # addr2line and gdb).
 $(B)/kernel.stripped.elf: $(B)/kernel.elf
-	$(OBJCOPY) --strip-debug $< $@
+	$(call msg,STRIP,$@)$(OBJCOPY) --strip-all $< $@
 
 $(B)/loader/kernel_blob.o: boot/kernel_blob.S $(B)/kernel.stripped.elf
 	@mkdir -p $(@D)
-	$(CC) -c -DKERNEL_ELF='"$(B)/kernel.stripped.elf"' $< -o $@
+	$(call msg,AS,$@)$(CC) -c -DKERNEL_ELF='"$(B)/kernel.stripped.elf"' $< -o $@
 
-$(B)/loader.so: $(B)/loader/efi_main.o $(B)/loader/kernel_blob.o
-	$(LD) $(EFI_LDFLAGS) $(EFI_LIB)/crt0-efi-x86_64.o $^ -o $@ -lefi -lgnuefi
+$(B)/loader.so: $(BUILD)/loader/efi_main.o $(B)/loader/kernel_blob.o
+	$(call msg,LD,$@)$(LD) $(EFI_LDFLAGS) $(EFI_LIB)/crt0-efi-x86_64.o $^ -o $@ -lefi -lgnuefi
 
 $(B)/$(APP).efi: $(B)/loader.so
-	$(OBJCOPY) -j .text -j .sdata -j .data -j .rodata -j .dynamic -j .dynsym -j .rel -j .rela -j .rel.* \
-		-j .rela.* -j .reloc --target efi-app-x86_64 --subsystem=10 $< $@
+	$(call msg,EFI,$@)$(OBJCOPY) -j .text -j .sdata -j .data -j .rodata -j .dynamic -j .dynsym -j .rel -j .rela \
+		-j .rel.* -j .rela.* -j .reloc --target efi-app-x86_64 --subsystem=10 $< $@
 	@echo "image: $@ ($$(stat -c %s $@) bytes)"
 
 $(BUILD)/$(APP).efi: $(B)/$(APP).efi
-	cp $< $@
+	@cp $< $@
 
 # A GPT disk with one EFI system partition (FAT), built without root: mtools and sgdisk.
+DISK_MB := 64
 $(B)/disk.img: $(B)/$(APP).efi tools/mkdisk.sh
-	tools/mkdisk.sh $@ $(B)/$(APP).efi $(DISK_MB) "$(CMDLINE)"
+	$(call msg,DISK,$@)tools/mkdisk.sh $@ $(B)/$(APP).efi $(DISK_MB) "$(CMDLINE)"
 
 vhdx: all
 	qemu-img convert -f raw -O vhdx -o subformat=dynamic $(B)/disk.img $(B)/$(APP).vhdx
@@ -118,33 +132,8 @@ run: all $(if $(filter 1,$(HVSIM)),$(BUILD)/sim/hvsim)
 	python3 tools/qemu_run.py --disk $(B)/disk.img --smp $(or $(SMP),2) $(if $(CMDLINE),--cmdline "$(CMDLINE)") \
 		$(if $(filter 1,$(HVSIM)),--hvsim $(BUILD)/sim/hvsim $(foreach a,$(HVSIM_ARGS),--hvsim-arg=$(a)))
 
-# ---- tests ----
-HOST_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -DHOSTED -I. -fsanitize=address,undefined \
-	-fno-sanitize-recover=all -fno-omit-frame-pointer
-PORTABLE_SRCS := kernel/status.c kernel/fmt.c kernel/cmdline.c kernel/pmm.c kernel/heap.c kernel/memlog.c kernel/acpi.c
-UNIT_TESTS := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(filter-out test/unit/test_fbcon.c,$(wildcard test/unit/test_*.c)))
-UNIT_TESTS += $(patsubst %.c,$(BUILD)/test/%,$(notdir $(wildcard test/host/test_*.c test/system/test_*.c)))
-UNIT_TESTS += $(BUILD)/test/test_fbcon
-
-$(BUILD)/test/test_fbcon: test/unit/test_fbcon.c kernel/fbcon.c kernel/font8x16.c $(wildcard kernel/*.h) | deps
-	@mkdir -p $(@D)
-	$(CC) $(HOST_CFLAGS) $< kernel/fbcon.c kernel/font8x16.c -o $@ -lcmocka
-
-$(BUILD)/test/test_%: test/unit/test_%.c $(PORTABLE_SRCS) $(wildcard kernel/*.h) $(wildcard test/lib/*.h) | deps
-	@mkdir -p $(@D)
-	$(CC) $(HOST_CFLAGS) $< $(PORTABLE_SRCS) -o $@ -lcmocka
-
-unit: $(UNIT_TESTS)
-
-FUZZERS := $(patsubst test/fuzz/fuzz_%.c,$(BUILD)/fuzz/fuzz_%,$(wildcard test/fuzz/fuzz_*.c))
-$(BUILD)/fuzz/fuzz_%: test/fuzz/fuzz_%.c $(PORTABLE_SRCS) | deps
-	@mkdir -p $(@D)
-	clang -std=gnu11 -g -O1 -DHOSTED -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $< $(PORTABLE_SRCS) -o $@
-
-# The VMBus channel-message checks (shared by the guest and hvsim).
-$(BUILD)/fuzz/fuzz_vmbusmsg: test/fuzz/fuzz_vmbusmsg.c hv/vmbus/proto/vmbus_msg.c hv/vmbus/proto/vmbus_proto.h hv/proto/hvdefs.h | deps
-	@mkdir -p $(@D)
-	clang -std=gnu11 -g -O1 -DHOSTED -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $< hv/vmbus/proto/vmbus_msg.c -o $@
+# ---- hosted programs: tests, fuzzers, benchmarks, hvsim ----
+include tools/hosted.mk
 
 # Images the boot tests need (built with the default command line; tests add theirs per boot).
 test: deps
@@ -152,26 +141,19 @@ test: deps
 	@$(MAKE) --no-print-directory APP=hvprobe all
 	@$(MAKE) --no-print-directory APP=vmbusprobe all
 	@$(MAKE) --no-print-directory APP=udp-echo all
-	@$(MAKE) --no-print-directory unit $(FUZZERS) $(BUILD)/sim/hvsim
+	@$(MAKE) --no-print-directory unit fuzzers $(BUILD)/sim/hvsim
 	@python3 test/run_tests.py --build $(BUILD) --fuzz-seconds $(or $(FUZZ_SECONDS),10)
 
-# Benchmarks of the layers add their targets to BENCHES (kmcl/kmcl.mk); each prints its method.
+# Benchmarks add their targets to BENCHES; each prints its method.
 bench: deps
 	@$(MAKE) --no-print-directory APP=hello all
 	@python3 tools/bench_boot.py --build $(BUILD) --boots $(or $(BOOTS),5)
 	$(if $(BENCHES),@$(MAKE) --no-print-directory $(BENCHES))
 
-fuzz: deps $(FUZZERS)
+fuzz: deps fuzzers
 	@python3 test/run_tests.py --build $(BUILD) --only fuzz --fuzz-seconds $(or $(FUZZ_SECONDS),300)
 
 clean:
 	rm -rf $(BUILD)
-
-include sim/sim.mk
-include test/hosted/hosted.mk
-include kmcl/kmcl.mk
-include drivers/netvsc/proto/proto.mk
-include lib/net/net.mk
-include drivers/netvsc/netvsc.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -109,7 +109,7 @@ static bool hyperv_apic_hz(uint64_t *hz)
 {
     if (!hyperv_frequency_msrs())
         return false;
-    *hz = rdmsr(HV_MSR_APIC_FREQUENCY);
+    *hz = rdmsr(ARCH_HV_MSR_APIC_FREQUENCY);
     return *hz != 0;
 }
 

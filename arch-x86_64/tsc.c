@@ -76,7 +76,7 @@ static bool hyperv_tsc_msr(uint64_t *hz)
 {
     if (!hyperv_frequency_msrs())
         return false;
-    *hz = rdmsr(HV_MSR_TSC_FREQUENCY);
+    *hz = rdmsr(ARCH_HV_MSR_TSC_FREQUENCY);
     return *hz != 0;
 }
 

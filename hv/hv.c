@@ -15,6 +15,16 @@
 #include "kernel/thread.h"
 #include "arch-x86_64/paging.h"
 #include "arch-x86_64/tsc.h"
+#include "arch-x86_64/hypervisor.h"
+#include "hv/proto/hvdefs.h"
+
+/* The CPU layer's copies of the TLFS numbers it needs before this layer runs. */
+_Static_assert(ARCH_HV_CPUID_INTERFACE == HV_CPUID_INTERFACE, "arch-x86_64/hypervisor.h");
+_Static_assert(ARCH_HV_CPUID_FEATURES == HV_CPUID_FEATURES, "arch-x86_64/hypervisor.h");
+_Static_assert(ARCH_HV_INTERFACE_HV1 == HV_INTERFACE_HV1, "arch-x86_64/hypervisor.h");
+_Static_assert(ARCH_HV_PRIV_ACCESS_FREQUENCY_MSRS == HV_PRIV_ACCESS_FREQUENCY_MSRS, "arch-x86_64/hypervisor.h");
+_Static_assert(ARCH_HV_MSR_TSC_FREQUENCY == HV_MSR_TSC_FREQUENCY, "arch-x86_64/hypervisor.h");
+_Static_assert(ARCH_HV_MSR_APIC_FREQUENCY == HV_MSR_APIC_FREQUENCY, "arch-x86_64/hypervisor.h");
 
 const struct hv_binding *hv_bind;
 struct hv_cpu hv_cpus[MAX_CPUS];

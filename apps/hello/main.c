@@ -28,7 +28,6 @@
 #include "kernel/string.h"
 #include "kernel/sync.h"
 #include "hv/hv.h"
-#include "hv/vmbus/vmbus.h"
 #include "kernel/selfcheck.h"
 #include "kernel/thread.h"
 #include "kernel/timer.h"
@@ -512,14 +511,7 @@ int app_main(void)
     kprintf("Hyper-V layer: %s\n", hs == STATUS_OK          ? hv_binding_name()
                                    : hs == STATUS_NOT_FOUND ? "none (neither Hyper-V nor hvsim): running without it"
                                                             : status_name(hs));
-    if (hs == STATUS_OK) {
-        /* The device listing at boot; hello itself drives no device. */
-        status_t vs = vmbus_init(0);
-        if (vs == STATUS_OK)
-            kprintf("VMBus: version %u.%u\n", VMBUS_VERSION_MAJOR(vmbus_version()), VMBUS_VERSION_MINOR(vmbus_version()));
-        else
-            kprintf("VMBus: not connected (%s)\n", status_name(vs));
-    }
+    /* VMBus is not linked into hello (apps/hello/app.mk): vmbusprobe lists and drives the devices. */
     const struct cmdline *cl = kernel_cmdline();
     if (cmdline_bool(cl, "selftest", true)) {
         kprintf("\n== self-checks ==\n");
