@@ -47,51 +47,55 @@ HVSIM_TSAN_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -DHOSTED -I. -fsani
 
 HVSIM_ALL_SRCS := $(HVSIM_LIB_SRCS) $(VMBUS_PROTO_SRCS)
 
+# The fake guest every host-component test links (test/lib/fake_guest.c).
+FAKE_GUEST_SRCS := test/lib/fake_guest.c
+FAKE_GUEST_HDRS := test/lib/fake_guest.h test/lib/test_util.h
+
 $(BUILD)/sim/hvsim: $(HVSIM_ALL_SRCS) sim/hvsim_main.c $(HVSIM_HDRS) | deps
 	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
 	$(CC) $(HVSIM_CFLAGS) $(HVSIM_ALL_SRCS) sim/hvsim_main.c -o $@
 
-$(BUILD)/test/test_hvsim: test/host/test_hvsim.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/lib/test_util.h | deps
+$(BUILD)/test/test_hvsim: test/host/test_hvsim.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) $(FAKE_GUEST_SRCS) $(FAKE_GUEST_HDRS) | deps
 	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
-	$(CC) $(HOST_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
+	$(CC) $(HOST_CFLAGS) -pthread $< $(FAKE_GUEST_SRCS) $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
-$(BUILD)/test/test_hvsim_tsan: test/host/test_hvsim.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/lib/test_util.h | deps
+$(BUILD)/test/test_hvsim_tsan: test/host/test_hvsim.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) $(FAKE_GUEST_SRCS) $(FAKE_GUEST_HDRS) | deps
 	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
-	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
+	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(FAKE_GUEST_SRCS) $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
-$(BUILD)/test/test_vmbus_server: test/host/test_vmbus_server.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/lib/test_util.h \
+$(BUILD)/test/test_vmbus_server: test/host/test_vmbus_server.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) $(FAKE_GUEST_SRCS) $(FAKE_GUEST_HDRS) \
 		| deps
 	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
-	$(CC) $(HOST_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
+	$(CC) $(HOST_CFLAGS) -pthread $< $(FAKE_GUEST_SRCS) $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
-$(BUILD)/test/test_vmbus_server_tsan: test/host/test_vmbus_server.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) \
-		test/lib/test_util.h | deps
+$(BUILD)/test/test_vmbus_server_tsan: test/host/test_vmbus_server.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) $(FAKE_GUEST_SRCS) $(FAKE_GUEST_HDRS) \
+		| deps
 	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
-	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
+	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(FAKE_GUEST_SRCS) $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
 $(BUILD)/fuzz/fuzz_simdb: test/fuzz/fuzz_simdb.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) | deps
 	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
 	clang -std=gnu11 -g -O1 -DHOSTED -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -pthread \
 		$< $(HVSIM_ALL_SRCS) -o $@
 
-$(BUILD)/test/test_vsp_test: test/host/test_vsp_test.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/lib/test_util.h | deps
+$(BUILD)/test/test_vsp_test: test/host/test_vsp_test.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) $(FAKE_GUEST_SRCS) $(FAKE_GUEST_HDRS) | deps
 	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
-	$(CC) $(HOST_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
+	$(CC) $(HOST_CFLAGS) -pthread $< $(FAKE_GUEST_SRCS) $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
-$(BUILD)/test/test_vsp_test_tsan: test/host/test_vsp_test.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/lib/test_util.h \
+$(BUILD)/test/test_vsp_test_tsan: test/host/test_vsp_test.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) $(FAKE_GUEST_SRCS) $(FAKE_GUEST_HDRS) \
 		| deps
 	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
-	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
+	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(FAKE_GUEST_SRCS) $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
 # The netvsp and the gateway against a fake guest on kmcl's ring layer, with real loopback sockets.
-$(BUILD)/test/test_netvsp: test/host/test_netvsp.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/lib/test_util.h | deps
+$(BUILD)/test/test_netvsp: test/host/test_netvsp.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) $(FAKE_GUEST_SRCS) $(FAKE_GUEST_HDRS) | deps
 	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
-	$(CC) $(HOST_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
+	$(CC) $(HOST_CFLAGS) -pthread $< $(FAKE_GUEST_SRCS) $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
-$(BUILD)/test/test_netvsp_tsan: test/host/test_netvsp.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) test/lib/test_util.h \
+$(BUILD)/test/test_netvsp_tsan: test/host/test_netvsp.c $(HVSIM_ALL_SRCS) $(HVSIM_HDRS) $(FAKE_GUEST_SRCS) $(FAKE_GUEST_HDRS) \
 		| deps
 	@mkdir -p $(@D)$(HVSIM_KMCL_CHECK)$(HVSIM_NETVSC_CHECK)
-	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(HVSIM_ALL_SRCS) -o $@ -lcmocka
+	$(CC) $(HVSIM_TSAN_CFLAGS) -pthread $< $(FAKE_GUEST_SRCS) $(HVSIM_ALL_SRCS) -o $@ -lcmocka
 
 # `make unit` also builds the TSan variants (test_hvsim, test_vmbus_server, test_vsp_test and
 # test_netvsp themselves are in UNIT_TESTS by their names).
