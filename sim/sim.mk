@@ -40,6 +40,7 @@ HVSIM_LIB_SRCS := sim/hvsim.c sim/synic.c sim/hypercall.c sim/clock.c sim/stimer
 VMBUS_PROTO_SRCS := hv/vmbus/proto/vmbus_msg.c
 HVSIM_HDRS := sim/hvsim.h sim/hvsim_internal.h sim/doorbell.h sim/vmbus_server.h sim/vmbus_internal.h \
 	sim/vsp/vsp.h sim/vsp/vsp_test.h sim/netvsp/netvsp.h sim/netvsp/netgw.h hv/proto/hvdefs.h hv/proto/simdb.h hv/vmbus/proto/vmbus_proto.h \
+	hv/proto/simtest.h hv/vmbus/proto/testdev.h \
 	kmcl/core/ring_format.h kmcl/core/ring.h kmcl/core/packet.h kmcl/core/xact.h sim/kmcl/server.h kernel/status.h kernel/string.h \
 	drivers/netvsc/proto/nvsp_proto.h drivers/netvsc/proto/rndis_proto.h drivers/netvsc/proto/nvsp_msg.h drivers/netvsc/proto/rndis_msg.h
 HVSIM_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -I. -pthread
