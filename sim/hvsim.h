@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "hv/proto/hvdefs.h"
+#include "hv/proto/simtest.h"
 
 struct hvsim;
 
@@ -54,24 +55,8 @@ struct hvsim_config {
                                       * write, hypercall and message */
 };
 
-/* Test echo endpoints (the guest's self-checks and the hosted tests use them):
- *  - HVSIM_CONN_ECHO: a posted message whose payload starts with {u8 vp, u8 sint} comes back as a
- *    message of the same type and payload into that VP's SINT slot.
- *  - HVSIM_CONN_EVENT_ECHO + s (s < 16): HvSignalEvent(flag f) sets flag f in the calling VP's
- *    SIEF block for SINT s and raises that SINT.
- *  - HVSIM_CONN_CONTROL: a posted message asks hvsim to misbehave, see enum hvsim_control. */
-#define HVSIM_CONN_ECHO        0x7e570u
-#define HVSIM_CONN_EVENT_ECHO  0x7e580u
-#define HVSIM_CONN_CONTROL     0x7e5c0u
-
-enum hvsim_control {
-    /* payload {u32 cmd, u32 vp, u32 sint, u32 arg} */
-    HVSIM_CTL_FAIL_POSTS = 1,      /* the next `arg` HvPostMessage calls get INSUFFICIENT_BUFFERS */
-    HVSIM_CTL_BAD_SIZE = 2,        /* deliver a message with payload_size = arg (> 240) to vp/sint */
-    HVSIM_CTL_UNKNOWN_TYPE = 3,    /* deliver a message of type arg (unknown to the guest) */
-    HVSIM_CTL_STRAY_EVENT = 4,     /* set event flag arg in vp's SINT block and raise the SINT */
-    HVSIM_CTL_TSC_UNSETTLED = 5,   /* arg 1: keep changing the TSC page's sequence; 0: stop */
-};
+/* Test echo endpoints (the guest's self-checks and the hosted tests use them): HVSIM_CONN_ECHO,
+ * HVSIM_CONN_EVENT_ECHO + s and HVSIM_CONN_CONTROL, their protocol in hv/proto/simtest.h. */
 
 struct hvsim *hvsim_create(const struct hvsim_config *cfg, void *guest_ram, uint64_t ram_size,
                            hvsim_raise_fn raise, void *raise_ctx);

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The test runner behind `make test` (and `make fuzz`).
 
-Runs, in order: the hosted cmocka unit tests (built with ASan/UBSan), the libFuzzer harnesses for a
-bounded time each, and the QEMU boot tests, which boot real images under OVMF and assert on what the
-guest prints and on its exit status. Every cmocka test case, fuzz run and boot counts as one test.
+Runs, in order: the include layout check (tools/check_layout.py, with its self-test), the hosted
+cmocka unit tests (built with ASan/UBSan), the libFuzzer harnesses for a bounded time each, and the
+QEMU boot tests, which boot real images under OVMF and assert on what the guest prints and on its
+exit status. Every cmocka test case, fuzz run and boot counts as one test.
 The last line printed is "N passed, N failed"; the exit status is 0 only if nothing failed.
 """
 import argparse
@@ -130,6 +131,15 @@ class Results:
             self.failures.append(name)
             print(f"FAIL  {name}" + (f"\n      {detail}" if detail else ""))
         sys.stdout.flush()
+
+
+def run_layout(res):
+    """The folder rules of the includes (tools/check_layout.py), after its self-test."""
+    check = os.path.join(HERE, "..", "tools", "check_layout.py")
+    for args, name in ((["--self-test"], "layout: the checker reports each rule's bad include in a test tree"),
+                       ([], "layout: no include crosses a folder's line")):
+        p = subprocess.run([sys.executable, check] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        res.add(p.returncode == 0, name, p.stdout.strip().replace("\n", "\n      "))
 
 
 def run_unit(build, res):
@@ -487,12 +497,14 @@ def run_screen(build, res):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
-    ap.add_argument("--only", choices=["unit", "fuzz", "boot"], default=None)
+    ap.add_argument("--only", choices=["layout", "unit", "fuzz", "boot"], default=None)
     ap.add_argument("--fuzz-seconds", type=int, default=10)
     ap.add_argument("--boot-filter", default=None)
     args = ap.parse_args()
     res = Results()
     t0 = time.monotonic()
+    if args.only in (None, "layout", "unit"):
+        run_layout(res)
     if args.only in (None, "unit"):
         run_unit(args.build, res)
     if args.only in (None, "fuzz"):

@@ -5,8 +5,8 @@
  * kernel's timers, and the costs of a hypercall, a message delivery and a timer interrupt.
  *
  * Needs Hyper-V or hvsim: without either it says so and exits with status 3. The round trips use
- * hvsim's echo and control ports (sim/hvsim.h), so on real Hyper-V only the checks that need no
- * host-side partner run (VMBus brings the partner there).
+ * hvsim's echo and control ports (hv/proto/simtest.h), so on real Hyper-V only the checks that need
+ * no host-side partner run (VMBus brings the partner there).
  *
  * Command line: stimer=direct|message|off (default direct where offered), rounds=N (measurement
  * repetitions, default 200), selftest=0 (report only). On real Hyper-V, hv_init() has already made
@@ -16,6 +16,7 @@
 #include "arch-x86_64/irql.h"
 #include "arch-x86_64/tsc.h"
 #include "hv/hv.h"
+#include "hv/proto/simtest.h"
 #include "hv/reftime.h"
 #include "kernel/app.h"
 #include "kernel/log.h"
@@ -25,7 +26,6 @@
 #include "kernel/sync.h"
 #include "kernel/thread.h"
 #include "kernel/timer.h"
-#include "sim/hvsim.h"
 
 const char *const app_name = "hvprobe";
 const char *const app_cmdline_keys[] = { "stimer", "rounds", "selftest", NULL };
@@ -44,7 +44,8 @@ static struct seen seen[MAX_CPUS][HV_SINT_COUNT];
 static struct event arrived; /* auto-reset: set by every handler call */
 
 struct echo_payload {
-    uint8_t vp, sint, pad[2];
+    struct hvsim_echo_header to;
+    uint8_t pad[2];
     uint32_t cookie;
 };
 
@@ -93,14 +94,14 @@ static bool wait_until(volatile uint32_t *counter, uint32_t want)
 
 static uint16_t echo(uint32_t cpu, uint8_t sint, uint32_t cookie)
 {
-    struct echo_payload p = { .vp = (uint8_t)cpu, .sint = sint, .cookie = cookie };
+    struct echo_payload p = { .to = { .vp = (uint8_t)cpu, .sint = sint }, .cookie = cookie };
     return hv_post_message(HVSIM_CONN_ECHO, TEST_TYPE, &p, sizeof p);
 }
 
 static uint16_t control(uint32_t cmd, uint32_t vp, uint32_t sint, uint32_t arg)
 {
-    uint32_t c[4] = { cmd, vp, sint, arg };
-    return hv_post_message(HVSIM_CONN_CONTROL, 1, c, sizeof c);
+    struct hvsim_control_msg c = { .cmd = cmd, .vp = vp, .sint = sint, .arg = arg };
+    return hv_post_message(HVSIM_CONN_CONTROL, 1, &c, sizeof c);
 }
 
 /* ---- the checks, each run on one CPU by a pinned thread ---- */

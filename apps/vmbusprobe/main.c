@@ -4,9 +4,9 @@
  * of hvsim's test device, signals both ways on an open channel, moves its interrupts to another CPU,
  * measures open and close, and leaves with UNLOAD at power-off.
  *
- * Then kmcl on the test device (hvsim's VSP on kmcl's server endpoints, sim/vsp/vsp_test.h): in-band
- * echoes, a synchronous request, 10,000 host packets in order, a GPA-direct buffer checksummed by
- * the host, and the round trip of a request and its completion.
+ * Then kmcl on the test device (hvsim's VSP on kmcl's server endpoints; its protocol is
+ * hv/vmbus/proto/testdev.h): in-band echoes, a synchronous request, 10,000 host packets in order, a
+ * GPA-direct buffer checksummed by the host, and the round trip of a request and its completion.
  *
  * Command line: vmbus=X.Y (the newest version to ask for, default the newest known), cycles=N
  * (open/close cycles measured per channel, default 20), kmcl=0 (skip the kmcl checks), selftest=0
@@ -18,9 +18,9 @@
 #include "arch-x86_64/tsc.h"
 #include "kernel/mm.h"
 #include "hv/hv.h"
+#include "hv/vmbus/proto/testdev.h"
 #include "hv/vmbus/vmbus.h"
 #include "kmcl/channel.h"
-#include "sim/vsp/vsp_test.h"
 #include "kernel/app.h"
 #include "kernel/cmdline.h"
 #include "kernel/log.h"

@@ -1,6 +1,6 @@
 /*
- * vsp_test: the test device's VSP (contract and protocol: sim/vsp/vsp_test.h), on kmcl's server
- * endpoint (sim/kmcl/server.h) through hvsim's VSP glue (sim/vsp/vsp.h).
+ * vsp_test: the test device's VSP (host API: sim/vsp/vsp_test.h; protocol: hv/vmbus/proto/testdev.h),
+ * on kmcl's server endpoint (sim/kmcl/server.h) through hvsim's VSP glue (sim/vsp/vsp.h).
  *
  * Per channel (the kmcl server channel's client context): the instance, a pool of answer packets
  * (each echo is one packet until its routine says it is in the ring), the SEND_N batch in progress

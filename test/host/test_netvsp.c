@@ -2,14 +2,15 @@
  * Unit tests for hvsim's netvsp (sim/netvsp/netvsp.h) and its user-mode gateway (sim/netvsp/netgw.h).
  *
  * Each test builds an hvsim model over 32 MiB of guest RAM with the VMBus server on top (the default
- * devices, the NIC bound to a netvsp of the test's own) and plays the guest on the test thread, as
- * test_vsp_test.c does: the SynIC set up through hvsim_wrmsr, channel messages posted with
- * HvCallPostMessage and read from the SINT's message slot, rings and buffers in guest RAM, kmcl's
- * ring layer as the guest's endpoints. On top of that a small fake netvsc guest (struct gnic) speaks
- * NVSP and RNDIS with the shared builders and checkers (drivers/netvsc/proto/nvsp_msg.h, rndis_msg.h): it reads every
- * transfer-page packet's ranges out of its receive buffer (through its own page list, which may be
- * scattered) and completes them, or holds them back when a test wants the host's sub-allocations to
- * run out. Frames the guest sends reach a capture backend, or the gateway with real loopback sockets.
+ * devices, the NIC bound to a netvsp of the test's own) and plays the guest on the test thread with
+ * the shared fake guest (test/lib/fake_guest.h): the SynIC set up through hvsim_wrmsr, channel
+ * messages posted with HvCallPostMessage and read from the SINT's message slot, rings and buffers in
+ * guest RAM, kmcl's ring layer as the guest's endpoints. On top of that a small fake netvsc guest
+ * (struct gnic) speaks NVSP and RNDIS with the shared builders and checkers
+ * (drivers/netvsc/proto/nvsp_msg.h, rndis_msg.h): it reads every transfer-page packet's ranges out of
+ * its receive buffer (through its own page list, which may be scattered) and completes them, or holds
+ * them back when a test wants the host's sub-allocations to run out. Frames the guest sends reach a
+ * capture backend, or the gateway with real loopback sockets.
  * Waits are bounded and generous (the suite also runs under ASan/UBSan and TSan).
  */
 #include <setjmp.h>
@@ -41,20 +42,10 @@
 #include "sim/netvsp/netgw.h"
 #include "sim/netvsp/netvsp.h"
 #include "sim/vmbus_server.h"
+#include "test/lib/fake_guest.h"
 #include "test/lib/test_util.h"
 
 #define RAM_SIZE (32u << 20)
-#define HYPERCALL_GPA 0x1000u
-#define SIMP_GPA 0x100000u
-#define SIEFP_GPA 0x101000u
-#define INPUT_GPA 0x200000u
-#define MON1_GPA 0x211000u
-#define MON2_GPA 0x212000u
-#define ARENA_GPA 0x400000u
-#define SINT VMBUS_MESSAGE_SINT
-#define GUEST_OS_ID (HV_GUEST_OS_ID_OPEN_SOURCE | (0x7full << 56))
-#define WAIT_MS 5000
-#define MAX_OFFERS 64
 #define NIC_RELID 1 /* the NIC on a fresh server (the first default device) */
 #define MAX_Q HVSIM_NETVSP_MAX_QUEUES
 #define PAGE 4096u
@@ -65,18 +56,6 @@ static const uint8_t nic_mac[6] = { 0x00, 0x15, 0x5d, 0x00, 0x00, 0x01 };
 static const uint8_t gw_mac[6] = { 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02 };
 static const uint8_t bcast[6] = { 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF };
 
-struct msg {
-    uint32_t type, size;
-    union {
-        uint8_t bytes[HV_MESSAGE_PAYLOAD_MAX + 16];
-        struct vmbus_msg_header hdr;
-        struct vmbus_msg_offer_channel offer;
-        struct vmbus_msg_version_response2 version;
-        struct vmbus_msg_gpadl_created created;
-        struct vmbus_msg_open_result open;
-    } u;
-};
-
 struct fx_opts {
     uint32_t max_version; /* 0: 6.1 */
     uint32_t queues;
@@ -85,31 +64,14 @@ struct fx_opts {
 };
 
 struct fixture {
-    uint8_t *ram;
-    struct hvsim *sim;
-    struct hvsim_vmbus *vb;
+    struct fake_guest fg;
     struct hvsim_netvsp *nv;
     struct hvsim_netgw *gw;
     struct hvsim_vmbus_device *devs;
-    pthread_mutex_t lock; /* logs and captured frames: other threads add them */
-    struct reports logs;
-    unsigned caps;
+    struct gnic *nic; /* gnic_new's */
+    unsigned caps; /* captured frames (fg.lock: the netvsp's thread adds them) */
     uint32_t cap_len[CAP_MAX];
     uint8_t *cap[CAP_MAX];
-    uint32_t msg_conn;
-    struct vmbus_msg_offer_channel offers[MAX_OFFERS];
-    unsigned offer_count;
-    uint64_t next_page;
-    uint32_t next_gpadl;
-};
-
-struct gch {
-    uint32_t relid;
-    uint64_t gpa;
-    uint32_t tx_pages, rx_pages;
-    struct kmcl_ring tx, rx;
-    uint8_t *bounce;
-    uint32_t bounce_size;
 };
 
 struct rxframe {
@@ -128,7 +90,6 @@ struct held {
     uint64_t trans;
 };
 
-struct gnic;
 struct pctx {
     struct gnic *g;
     unsigned q;
@@ -137,7 +98,7 @@ struct pctx {
 /* The fake netvsc guest. */
 struct gnic {
     struct fixture *f;
-    struct gch ch[MAX_Q];
+    struct fg_channel ch[MAX_Q];
     struct pctx pc[MAX_Q];
     unsigned nch;
     uint32_t version;
@@ -169,231 +130,95 @@ struct gnic {
     uint32_t table_count, table_offset, tables;
 };
 
-static struct fixture *current;
+/* ---- the log and the capture backend ---- */
 
-/* ---- hvsim callbacks and the capture backend ---- */
-
-static void ignore_irq(void *ctx, uint32_t vp, uint8_t vector)
+/* NETVSP_TEST_VERBOSE=1 shows the host's log lines as they come (fg.lock held). */
+static void echo_log(void *ctx, const char *line)
 {
     (void)ctx;
-    (void)vp;
-    (void)vector;
-}
-
-static void record_log(void *ctx, const char *line)
-{
-    struct fixture *f = ctx;
-    pthread_mutex_lock(&f->lock);
-    reports_record(&f->logs, line);
-    pthread_mutex_unlock(&f->lock);
     if (getenv("NETVSP_TEST_VERBOSE"))
         fprintf(stderr, "log: %s\n", line);
-}
-
-static void dump_logs(struct fixture *f)
-{
-    pthread_mutex_lock(&f->lock);
-    reports_dump(&f->logs);
-    pthread_mutex_unlock(&f->lock);
-}
-
-static unsigned log_matches(struct fixture *f, const char *s)
-{
-    pthread_mutex_lock(&f->lock);
-    unsigned n = reports_matching(&f->logs, s);
-    pthread_mutex_unlock(&f->lock);
-    return n;
 }
 
 static void capture(void *ctx, const uint8_t *frame, uint32_t len)
 {
     struct fixture *f = ctx;
-    pthread_mutex_lock(&f->lock);
+    pthread_mutex_lock(&f->fg.lock);
     if (f->caps < CAP_MAX) {
         f->cap[f->caps] = malloc(len);
         memcpy(f->cap[f->caps], frame, len);
         f->cap_len[f->caps] = len;
     }
     f->caps++;
-    pthread_mutex_unlock(&f->lock);
+    pthread_mutex_unlock(&f->fg.lock);
 }
 
 static unsigned captured(struct fixture *f)
 {
-    pthread_mutex_lock(&f->lock);
-    unsigned n = f->caps;
-    pthread_mutex_unlock(&f->lock);
-    return n;
-}
-
-/* ---- the guest's side: messages (as test_vsp_test.c) ---- */
-
-static void wrmsr_ok(struct fixture *f, uint32_t msr, uint64_t v)
-{
-    if (!hvsim_wrmsr(f->sim, 0, msr, v))
-        fail_msg("wrmsr 0x%x = 0x%llx faulted", msr, (unsigned long long)v);
-}
-
-static void flush(struct fixture *f)
-{
-    if (!hvsim_vmbus_flush(f->vb, WAIT_MS)) {
-        dump_logs(f);
-        fail_msg("the server did not go idle");
-    }
-}
-
-static uint8_t *slot(struct fixture *f)
-{
-    return f->ram + SIMP_GPA + SINT * HV_MESSAGE_SIZE;
-}
-
-static void post_on(struct fixture *f, uint32_t conn, const void *m, uint32_t size)
-{
-    for (int tries = 0; tries < 100000; tries++) {
-        struct hv_input_post_message in = { .connection_id = conn, .message_type = HV_MESSAGE_VMBUS,
-                                            .payload_size = size };
-        memcpy(in.payload, m, size);
-        memcpy(f->ram + INPUT_GPA, &in, sizeof in);
-        uint16_t s = HV_HYPERCALL_STATUS(hvsim_hypercall(f->sim, 0, HV_CALL_POST_MESSAGE, INPUT_GPA, 0));
-        if (s == HV_STATUS_SUCCESS)
-            return;
-        assert_int_equal(s, HV_STATUS_INSUFFICIENT_BUFFERS);
-        sleep_us(100);
-    }
-    fail_msg("HvPostMessage kept failing");
-}
-
-static void post(struct fixture *f, const void *m, uint32_t size)
-{
-    post_on(f, f->msg_conn, m, size);
-}
-
-static bool recv_msg(struct fixture *f, struct msg *m, int timeout_ms)
-{
-    int64_t deadline = now_ns() + (int64_t)timeout_ms * 1000000;
-    for (;;) {
-        if (__atomic_load_n((uint32_t *)slot(f), __ATOMIC_ACQUIRE) != HV_MESSAGE_NONE) {
-            const uint8_t *s = slot(f);
-            memset(m, 0, sizeof *m);
-            m->size = s[offsetof(struct hv_message_header, payload_size)];
-            memcpy(m->u.bytes, s + offsetof(struct hv_message, payload),
-                   m->size < HV_MESSAGE_PAYLOAD_MAX ? m->size : HV_MESSAGE_PAYLOAD_MAX);
-            m->type = m->size >= 4 ? m->u.hdr.type : VMBUS_MSG_INVALID;
-            __atomic_store_n((uint32_t *)slot(f), HV_MESSAGE_NONE, __ATOMIC_SEQ_CST);
-            if (__atomic_load_n(slot(f) + offsetof(struct hv_message_header, message_flags), __ATOMIC_SEQ_CST) &
-                HV_MESSAGE_FLAG_PENDING)
-                wrmsr_ok(f, HV_MSR_EOM, 0);
-            return true;
-        }
-        if (now_ns() > deadline)
-            return false;
-        sleep_us(20);
-    }
-}
-
-static void expect(struct fixture *f, uint32_t type, struct msg *m)
-{
-    for (;;) {
-        if (!recv_msg(f, m, WAIT_MS)) {
-            dump_logs(f);
-            fail_msg("no %s within %d ms", vmbus_msg_name(type), WAIT_MS);
-        }
-        if (m->type == type)
-            return;
-        if (m->type == VMBUS_MSG_OFFERCHANNEL && f->offer_count < MAX_OFFERS) {
-            f->offers[f->offer_count++] = m->u.offer;
-            continue;
-        }
-        if (m->type == VMBUS_MSG_RESCIND_CHANNELOFFER)
-            continue;
-        dump_logs(f);
-        fail_msg("expected %s, got %s", vmbus_msg_name(type), vmbus_msg_name(m->type));
-    }
-}
-
-static const struct vmbus_msg_offer_channel *offer_of(struct fixture *f, uint32_t relid)
-{
-    for (unsigned i = f->offer_count; i-- > 0;)
-        if (f->offers[i].child_relid == relid)
-            return &f->offers[i];
-    return NULL;
-}
-
-static void wait_offer(struct fixture *f, uint32_t relid)
-{
-    int64_t deadline = now_ns() + (int64_t)WAIT_MS * 1000000;
-    struct msg m;
-    while (!offer_of(f, relid)) {
-        if (now_ns() > deadline || !recv_msg(f, &m, WAIT_MS))
-            fail_msg("no offer of relid %u", relid);
-        if (m.type == VMBUS_MSG_OFFERCHANNEL && f->offer_count < MAX_OFFERS)
-            f->offers[f->offer_count++] = m.u.offer;
-    }
+    return fg_count(&f->fg, &f->caps);
 }
 
 /* ---- fixture ---- */
 
+static void fx_release(void *fixture)
+{
+    struct fixture *f = fixture;
+    hvsim_vmbus_destroy(f->fg.vb);
+    f->fg.vb = NULL;
+    hvsim_netgw_destroy(f->gw);
+    if (f->nv) {
+        struct hvsim_netvsp_stats s;
+        hvsim_netvsp_get_stats(f->nv, &s);
+        if (s.opens != s.closes || s.queues_open)
+            fprintf(stderr, "netvsp state left after the server's destruction: %llu opens, %llu closes, %u open\n",
+                    (unsigned long long)s.opens, (unsigned long long)s.closes, s.queues_open);
+        hvsim_netvsp_destroy(f->nv);
+    }
+    fg_destroy(&f->fg);
+    for (unsigned i = 0; i < f->caps && i < CAP_MAX; i++)
+        free(f->cap[i]);
+    free(f->devs);
+    if (f->nic) {
+        for (unsigned i = 0; i < MAX_Q; i++)
+            fg_ch_free(&f->nic->ch[i]);
+        free(f->nic->rb_pfns);
+        free(f->nic->frames);
+        free(f->nic);
+    }
+}
+
 static struct fixture *fx_new(const struct fx_opts *o)
 {
-    struct fixture *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    current = f;
-    pthread_mutex_init(&f->lock, NULL);
-    f->ram = aligned_alloc(4096, RAM_SIZE);
-    assert_non_null(f->ram);
-    memset(f->ram, 0, RAM_SIZE);
-    struct hvsim_config hc = { .vp_count = 1, .log = record_log, .log_ctx = f };
-    f->sim = hvsim_create(&hc, f->ram, RAM_SIZE, ignore_irq, f);
-    assert_non_null(f->sim);
-    wrmsr_ok(f, HV_MSR_GUEST_OS_ID, GUEST_OS_ID);
-    wrmsr_ok(f, HV_MSR_HYPERCALL, HYPERCALL_GPA | HV_HYPERCALL_ENABLE);
-    wrmsr_ok(f, HV_MSR_SIMP, SIMP_GPA | HV_PAGE_ENABLE);
-    wrmsr_ok(f, HV_MSR_SIEFP, SIEFP_GPA | HV_PAGE_ENABLE);
-    for (uint32_t s = 0; s < HV_SINT_COUNT; s++)
-        wrmsr_ok(f, HV_MSR_SINT0 + s, 0x30u + s);
-    wrmsr_ok(f, HV_MSR_SCONTROL, HV_SCONTROL_ENABLE);
+    struct fixture *f = fg_fixture_new(sizeof *f, fx_release);
+    struct fg_config gc = { .hv = { .vp_count = 1 }, .ram_size = RAM_SIZE, .on_log = echo_log };
+    fg_init(&f->fg, &gc);
+    fg_ready(&f->fg);
 
     struct hvsim_netvsp_config nc = { .max_version = o ? o->max_version : 0, .queues = o ? o->queues : 0,
                                       .rx_compact = o && o->rx_compact, .link_down = o && o->link_down,
-                                      .log = record_log, .log_ctx = f };
+                                      .log = fg_log, .log_ctx = &f->fg };
     f->nv = hvsim_netvsp_create(&nc);
     assert_non_null(f->nv);
     if (o && o->gateway) {
         static const struct hvsim_netgw_forward fw[2] = { { 0, 7 }, { 0, 9 } };
-        struct hvsim_netgw_config gc = { .nv = f->nv, .forwards = fw, .forward_count = 2, .control = true,
-                                         .lease_s = o->lease_s, .ping_timeout_ms = 2000, .log = record_log,
-                                         .log_ctx = f };
+        struct hvsim_netgw_config gwc = { .nv = f->nv, .forwards = fw, .forward_count = 2, .control = true,
+                                          .lease_s = o->lease_s, .ping_timeout_ms = 2000, .log = fg_log,
+                                          .log_ctx = &f->fg };
         char err[256];
-        f->gw = hvsim_netgw_create(&gc, err, sizeof err);
+        f->gw = hvsim_netgw_create(&gwc, err, sizeof err);
         if (!f->gw)
             fail_msg("gateway: %s", err);
     } else {
         hvsim_netvsp_set_backend(f->nv, capture, f);
     }
-    f->devs = calloc(hvsim_vmbus_default_device_count, sizeof *f->devs);
-    assert_non_null(f->devs);
-    for (uint32_t i = 0; i < hvsim_vmbus_default_device_count; i++)
-        f->devs[i] = hvsim_vmbus_default_devices[i];
+    f->devs = fg_default_devices();
     f->devs[NIC_RELID - 1] = hvsim_netvsp_device(f->nv);
     assert_string_equal(f->devs[NIC_RELID - 1].name, "netvsc");
     struct hvsim_vmbus_config cfg = { .devices = f->devs, .device_count = hvsim_vmbus_default_device_count };
-    f->vb = hvsim_vmbus_create(f->sim, &cfg);
-    assert_non_null(f->vb);
-
-    struct vmbus_msg_initiate_contact ic = { .hdr.type = VMBUS_MSG_INITIATE_CONTACT, .version = VMBUS_VERSION_COPPER,
-                                             .target_vcpu = 0, .target_info = VMBUS_TARGET_INFO(SINT, 0, 0),
-                                             .monitor_page1 = MON1_GPA, .monitor_page2 = MON2_GPA };
-    post_on(f, VMBUS_CONN_MESSAGE_MULTICLIENT, &ic, sizeof ic);
-    struct msg m;
-    expect(f, VMBUS_MSG_VERSION_RESPONSE, &m);
-    assert_int_equal(m.u.version.v1.version_supported, 1);
-    f->msg_conn = m.u.version.v1.msg_conn_id;
-    struct vmbus_msg_header req = { .type = VMBUS_MSG_REQUESTOFFERS };
-    post(f, &req, sizeof req);
-    expect(f, VMBUS_MSG_ALLOFFERS_DELIVERED, &m);
-    assert_non_null(offer_of(f, NIC_RELID));
-    f->next_page = ARENA_GPA;
-    f->next_gpadl = 0x100;
+    fg_vmbus_start(&f->fg, &cfg);
+    fg_connect(&f->fg, VMBUS_VERSION_COPPER);
+    fg_request_offers(&f->fg);
+    assert_non_null(fg_offer_of(&f->fg, NIC_RELID));
     return f;
 }
 
@@ -404,160 +229,13 @@ static struct hvsim_netvsp_stats nstats(struct fixture *f)
     return s;
 }
 
-static void fx_free(struct fixture *f)
+/* A NIC channel (c: zeroed or opened before): its writers poll while the guest -> host ring is full
+ * (these tests are about the netvsp; the ring's signalling is test_vsp_test.c's subject). */
+static void nic_ch_open(struct fixture *f, struct fg_channel *c, uint32_t relid, uint32_t tx_pages, uint32_t rx_pages)
 {
-    if (!f)
-        return;
-    hvsim_vmbus_destroy(f->vb);
-    hvsim_netgw_destroy(f->gw);
-    struct hvsim_netvsp_stats s;
-    hvsim_netvsp_get_stats(f->nv, &s);
-    if (s.opens != s.closes || s.queues_open)
-        fprintf(stderr, "netvsp state left after the server's destruction: %llu opens, %llu closes, %u open\n",
-                (unsigned long long)s.opens, (unsigned long long)s.closes, s.queues_open);
-    hvsim_netvsp_destroy(f->nv);
-    hvsim_destroy(f->sim);
-    for (unsigned i = 0; i < f->caps && i < CAP_MAX; i++)
-        free(f->cap[i]);
-    free(f->devs);
-    free(f->ram);
-    pthread_mutex_destroy(&f->lock);
-    free(f);
-}
-
-static struct gnic *current_nic;
-
-static int teardown(void **state)
-{
-    (void)state;
-    struct fixture *f = current;
-    current = NULL;
-    fx_free(f);
-    if (current_nic) {
-        for (unsigned i = 0; i < MAX_Q; i++)
-            free(current_nic->ch[i].bounce);
-        free(current_nic->rb_pfns);
-        free(current_nic->frames);
-        free(current_nic);
-        current_nic = NULL;
-    }
-    return 0;
-}
-
-/* ---- the guest's side: pages, GPADLs, channels, signals ---- */
-
-static uint64_t alloc_pages(struct fixture *f, uint32_t n)
-{
-    uint64_t gpa = f->next_page;
-    f->next_page += (uint64_t)n * PAGE;
-    assert_true(f->next_page <= RAM_SIZE);
-    memset(f->ram + gpa, 0, (size_t)n * PAGE);
-    return gpa;
-}
-
-/* GPADL_HEADER (+ BODYs) for the pages pfns[0..n); waits for GPADL_CREATED (status returned). */
-static uint32_t create_gpadl_pfns(struct fixture *f, uint32_t relid, const uint64_t *pfns, uint32_t n,
-                                  uint32_t *handle_out)
-{
-    uint32_t handle = f->next_gpadl++;
-    uint8_t buf[HV_MESSAGE_PAYLOAD_MAX];
-    struct vmbus_msg_gpadl_header h = { .hdr.type = VMBUS_MSG_GPADL_HEADER, .child_relid = relid, .gpadl = handle,
-                                        .range_buflen = (uint16_t)(8 + 8 * n), .range_count = 1,
-                                        .byte_count = n * PAGE, .byte_offset = 0 };
-    uint32_t here = n < VMBUS_GPADL_HEADER_PFNS ? n : (uint32_t)VMBUS_GPADL_HEADER_PFNS;
-    memcpy(buf, &h, sizeof h);
-    memcpy(buf + sizeof h, pfns, here * 8u);
-    post(f, buf, (uint32_t)sizeof h + here * 8);
-    for (uint32_t done = here; done < n;) {
-        uint32_t k = n - done < VMBUS_GPADL_BODY_PFNS ? n - done : (uint32_t)VMBUS_GPADL_BODY_PFNS;
-        struct vmbus_msg_gpadl_body b = { .hdr.type = VMBUS_MSG_GPADL_BODY, .msg_number = 0, .gpadl = handle };
-        memcpy(buf, &b, sizeof b);
-        memcpy(buf + sizeof b, pfns + done, k * 8u);
-        post(f, buf, (uint32_t)sizeof b + k * 8);
-        done += k;
-    }
-    struct msg m;
-    expect(f, VMBUS_MSG_GPADL_CREATED, &m);
-    assert_int_equal(m.u.created.gpadl, handle);
-    *handle_out = handle;
-    return m.u.created.status;
-}
-
-static uint32_t create_gpadl(struct fixture *f, uint32_t relid, uint64_t gpa, uint32_t n)
-{
-    uint64_t *pfns = malloc(n * sizeof *pfns);
-    for (uint32_t i = 0; i < n; i++)
-        pfns[i] = (gpa >> 12) + i;
-    uint32_t handle;
-    assert_int_equal(create_gpadl_pfns(f, relid, pfns, n, &handle), 0);
-    free(pfns);
-    return handle;
-}
-
-static void gch_open(struct fixture *f, struct gch *g, uint32_t relid, uint32_t tx_pages, uint32_t rx_pages)
-{
-    free(g->bounce);
-    memset(g, 0, sizeof *g);
-    g->relid = relid;
-    g->tx_pages = tx_pages;
-    g->rx_pages = rx_pages;
-    g->gpa = alloc_pages(f, tx_pages + rx_pages);
-    assert_int_equal(kmcl_ring_attach_pages(&g->tx, KMCL_RING_WRITER, f->ram + g->gpa, tx_pages * PAGE,
-                                            KMCL_RING_ATTACH_INIT),
-                     STATUS_OK);
-    assert_int_equal(kmcl_ring_attach_pages(&g->rx, KMCL_RING_READER, f->ram + g->gpa + (uint64_t)tx_pages * PAGE,
-                                            rx_pages * PAGE, KMCL_RING_ATTACH_INIT),
-                     STATUS_OK);
-    g->bounce_size = (rx_pages - 1) * PAGE;
-    g->bounce = malloc(g->bounce_size);
-    uint32_t handle = create_gpadl(f, relid, g->gpa, tx_pages + rx_pages);
-    struct vmbus_msg_open_channel o = { .hdr.type = VMBUS_MSG_OPENCHANNEL, .child_relid = relid,
-                                        .open_id = relid + 100, .ring_gpadl = handle, .target_vp = 0,
-                                        .downstream_ring_page_offset = tx_pages };
-    post(f, &o, sizeof o);
-    struct msg m;
-    expect(f, VMBUS_MSG_OPENCHANNEL_RESULT, &m);
-    assert_int_equal(m.u.open.child_relid, relid);
-    assert_int_equal(m.u.open.status, 0);
-}
-
-static void guest_signal(struct fixture *f, uint32_t relid)
-{
-    uint64_t r = hvsim_hypercall(f->sim, 0, HV_CALL_SIGNAL_EVENT | HV_HYPERCALL_FAST,
-                                 HVSIM_VMBUS_CONN_CHANNEL_BASE + relid, 0);
-    assert_int_equal(HV_HYPERCALL_STATUS(r), HV_STATUS_SUCCESS);
-}
-
-static bool take_signal(struct fixture *f, uint32_t relid)
-{
-    uint64_t *w = (uint64_t *)(f->ram + SIEFP_GPA + SINT * 256u) + relid / 64;
-    uint64_t bit = 1ull << (relid % 64);
-    return __atomic_fetch_and(w, ~bit, __ATOMIC_SEQ_CST) & bit;
-}
-
-typedef void (*pkt_fn)(void *ctx, const struct kmcl_ring_packet *p);
-
-static unsigned rx_drain(struct fixture *f, struct gch *g, pkt_fn fn, void *ctx)
-{
-    unsigned n = 0;
-    bool more;
-    do {
-        kmcl_ring_begin_read(&g->rx);
-        struct kmcl_ring_packet p;
-        status_t s;
-        while ((s = kmcl_ring_peek(&g->rx, &p, g->bounce, g->bounce_size)) == STATUS_OK) {
-            fn(ctx, &p);
-            kmcl_ring_consume(&g->rx);
-            n++;
-        }
-        if (s != STATUS_NOT_FOUND)
-            fail_msg("guest reader of relid %u: peek status %d", g->relid, s);
-        bool signal_writer = false;
-        more = kmcl_ring_end_read(&g->rx, &signal_writer);
-        if (signal_writer)
-            guest_signal(f, g->relid);
-    } while (more);
-    return n;
+    fg_ch_free(c);
+    fg_ch_open(&f->fg, c, relid, tx_pages, rx_pages);
+    c->when_full = FG_FULL_POLL;
 }
 
 /* ---- the fake netvsc guest ---- */
@@ -569,20 +247,7 @@ static unsigned pump_once(struct gnic *g);
 /* Writes one packet into channel q's guest -> host ring, reading the host's packets while it is full. */
 static void q_write(struct gnic *g, unsigned q, const struct kmcl_ring_out *out)
 {
-    int64_t deadline = now_ns() + (int64_t)WAIT_MS * 1000000;
-    for (;;) {
-        bool signal = false;
-        status_t s = kmcl_ring_write(&g->ch[q].tx, out, 0, &signal);
-        if (signal)
-            guest_signal(g->f, g->ch[q].relid);
-        if (s == STATUS_OK)
-            return;
-        assert_int_equal(s, STATUS_NO_SPACE);
-        if (!rx_drain(g->f, &g->ch[q], on_pkt, &g->pc[q]))
-            sleep_us(50);
-        if (now_ns() > deadline)
-            fail_msg("channel %u: the guest -> host ring stayed full", q);
-    }
+    fg_ch_write(&g->f->fg, &g->ch[q], out, on_pkt, &g->pc[q]);
 }
 
 static void send_completion(struct gnic *g, unsigned q, uint64_t trans)
@@ -600,7 +265,7 @@ static void rb_read(struct gnic *g, uint64_t off, uint8_t *dst, uint32_t len)
     while (len) {
         uint32_t in = (uint32_t)(off % PAGE), n = PAGE - in < len ? PAGE - in : len;
         assert_true(off / PAGE < g->rb_pages);
-        memcpy(dst, g->f->ram + g->rb_pfns[off / PAGE] * PAGE + in, n);
+        memcpy(dst, g->f->fg.ram + g->rb_pfns[off / PAGE] * PAGE + in, n);
         dst += n;
         off += n;
         len -= n;
@@ -700,7 +365,7 @@ static unsigned pump_once(struct gnic *g)
 {
     unsigned n = 0;
     for (unsigned q = 0; q < g->nch; q++)
-        n += rx_drain(g->f, &g->ch[q], on_pkt, &g->pc[q]);
+        n += fg_ch_drain(&g->f->fg, &g->ch[q], ~0u, on_pkt, &g->pc[q]);
     while (g->npend) {
         struct held h = g->pend[0];
         memmove(g->pend, g->pend + 1, --g->npend * sizeof h);
@@ -713,19 +378,19 @@ typedef bool (*cond_fn)(struct gnic *g, uintptr_t arg);
 
 static void pump_until(struct gnic *g, cond_fn cond, uintptr_t arg, const char *what)
 {
-    int64_t deadline = now_ns() + (int64_t)WAIT_MS * 1000000;
+    int64_t deadline = now_ns() + (int64_t)FG_WAIT_MS * 1000000;
     for (;;) {
         unsigned n = pump_once(g);
         if (cond(g, arg))
             return;
         if (now_ns() > deadline) {
-            dump_logs(g->f);
-            fail_msg("waited %d ms for %s", WAIT_MS, what);
+            fg_dump_logs(&g->f->fg);
+            fail_msg("waited %d ms for %s", FG_WAIT_MS, what);
         }
         if (!n) {
             bool any = false;
             for (unsigned q = 0; q < g->nch; q++)
-                any |= take_signal(g->f, g->ch[q].relid);
+                any |= fg_take_signal(&g->f->fg, g->ch[q].relid);
             if (!any)
                 sleep_us(50);
         }
@@ -766,7 +431,7 @@ static uint32_t take_comp(struct gnic *g, uint64_t trans, uint8_t *out)
 /* Nothing more comes from the host: an idle server, empty rings. */
 static void expect_quiet(struct gnic *g)
 {
-    flush(g->f);
+    fg_flush(&g->f->fg);
     sleep_us(2000);
     unsigned frames = g->frames_total, ctl = g->nctl, tables = g->tables;
     pump_once(g);
@@ -793,6 +458,20 @@ static uint32_t nvsp_call(struct gnic *g, const void *msg, uint32_t len, uint8_t
     return take_comp(g, t, out);
 }
 
+/* One GPA-direct packet, as fg_ch_send writes it. */
+struct gpa_send {
+    uint64_t trans;
+    uint16_t flags;
+    const struct kmcl_page_range *range;
+    const struct kmcl_iov *iov;
+};
+
+static status_t gpa_write(struct kmcl_ring *tx, void *ctx, bool *signal)
+{
+    const struct gpa_send *s = ctx;
+    return kmcl_pkt_send_gpa_direct(tx, s->trans, s->flags, s->range, 1, s->iov, 1, 0, signal);
+}
+
 /* GPA direct: bytes at guest address gpa (contiguous), the NVSP message as payload. */
 static void send_gpa(struct gnic *g, unsigned q, uint64_t trans, uint16_t flags, uint64_t gpa, uint32_t len,
                      const void *nvsp, uint32_t nlen)
@@ -804,19 +483,8 @@ static void send_gpa(struct gnic *g, unsigned q, uint64_t trans, uint16_t flags,
         pfns[i] = gpa / PAGE + i;
     struct kmcl_page_range r = { .byte_count = len, .byte_offset = (uint32_t)(gpa % PAGE), .pfns = pfns };
     struct kmcl_iov iov = { nvsp, nlen };
-    int64_t deadline = now_ns() + (int64_t)WAIT_MS * 1000000;
-    for (;;) {
-        bool signal = false;
-        status_t s = kmcl_pkt_send_gpa_direct(&g->ch[q].tx, trans, flags, &r, 1, &iov, 1, 0, &signal);
-        if (signal)
-            guest_signal(g->f, g->ch[q].relid);
-        if (s == STATUS_OK)
-            return;
-        assert_int_equal(s, STATUS_NO_SPACE);
-        rx_drain(g->f, &g->ch[q], on_pkt, &g->pc[q]);
-        if (now_ns() > deadline)
-            fail_msg("GPA direct: the ring stayed full");
-    }
+    struct gpa_send s = { trans, flags, &r, &iov };
+    fg_ch_send(&g->f->fg, &g->ch[q], gpa_write, &s, on_pkt, &g->pc[q]);
 }
 
 static uint32_t rndis_pkt_msg(uint8_t *buf, uint32_t channel_type, uint32_t index, uint32_t size)
@@ -829,7 +497,7 @@ static uint32_t rndis_pkt_msg(uint8_t *buf, uint32_t channel_type, uint32_t inde
 /* SEND_RNDIS_PACKET by GPA direct from the scratch pages; the NVSP completion's status. */
 static uint32_t send_rndis_gpa(struct gnic *g, unsigned q, const void *rndis, uint32_t len, uint32_t channel_type)
 {
-    memcpy(g->f->ram + g->scratch, rndis, len);
+    memcpy(g->f->fg.ram + g->scratch, rndis, len);
     uint8_t nv[NVSP_GUEST_MSG_SIZE];
     uint32_t n = rndis_pkt_msg(nv, channel_type, NVSP_NO_SECTION, 0);
     uint64_t t = ++g->next_trans;
@@ -882,15 +550,15 @@ static struct gnic *gnic_new(struct fixture *f)
 {
     struct gnic *g = calloc(1, sizeof *g);
     assert_non_null(g);
-    current_nic = g;
+    f->nic = g;
     g->f = f;
     g->frames = calloc(MAX_FRAMES, sizeof *g->frames);
     assert_non_null(g->frames);
     for (unsigned i = 0; i < MAX_Q; i++)
         g->pc[i] = (struct pctx){ g, i };
-    g->scratch = alloc_pages(f, 20);
+    g->scratch = fg_alloc_pages(&f->fg, 20);
     g->next_trans = 0x1000;
-    gch_open(f, &g->ch[0], NIC_RELID, 8, 16);
+    nic_ch_open(f, &g->ch[0], NIC_RELID, 8, 16);
     g->nch = 1;
     return g;
 }
@@ -933,7 +601,7 @@ static uint32_t nvsp_recv_buf(struct gnic *g, uint32_t pages, bool scatter, uint
     struct fixture *f = g->f;
     free(g->rb_pfns);
     g->rb_pfns = malloc(pages * sizeof *g->rb_pfns);
-    uint64_t base = alloc_pages(f, pages);
+    uint64_t base = fg_alloc_pages(&f->fg, pages);
     for (uint32_t i = 0; i < pages; i++)
         g->rb_pfns[i] = base / PAGE + i;
     if (scatter) /* every other page swapped with the one after: nothing contiguous across pairs */
@@ -943,7 +611,8 @@ static uint32_t nvsp_recv_buf(struct gnic *g, uint32_t pages, bool scatter, uint
             g->rb_pfns[i + 1] = t;
         }
     g->rb_pages = pages;
-    assert_int_equal(create_gpadl_pfns(f, NIC_RELID, g->rb_pfns, pages, &g->rb_gpadl), 0);
+    g->rb_gpadl = fg_next_gpadl(&f->fg);
+    assert_int_equal(fg_create_gpadl(&f->fg, NIC_RELID, g->rb_gpadl, g->rb_pfns, pages), 0);
     g->rb_id = NVSP_RECV_BUF_ID;
     uint8_t m[NVSP_GUEST_MSG_SIZE], c[128];
     uint32_t n = nvsp_build_send_recv_buf(m, sizeof m, NVSP_GUEST_MSG_SIZE,
@@ -972,8 +641,9 @@ static uint32_t nvsp_recv_buf(struct gnic *g, uint32_t pages, bool scatter, uint
 static void nvsp_send_buf(struct gnic *g, uint32_t pages)
 {
     g->sb_pages = pages;
-    g->sb_gpa = alloc_pages(g->f, pages);
-    g->sb_gpadl = create_gpadl(g->f, NIC_RELID, g->sb_gpa, pages);
+    g->sb_gpa = fg_alloc_pages(&g->f->fg, pages);
+    g->sb_gpadl = fg_next_gpadl(&g->f->fg);
+    fg_create_gpadl_at(&g->f->fg, NIC_RELID, g->sb_gpadl, g->sb_gpa, pages);
     uint8_t m[NVSP_GUEST_MSG_SIZE], c[128];
     uint32_t n = nvsp_build_send_send_buf(m, sizeof m, NVSP_GUEST_MSG_SIZE, g->sb_gpadl, NVSP_SEND_BUF_ID);
     uint32_t cl = nvsp_call(g, m, n, c);
@@ -1156,7 +826,7 @@ static uint32_t rndis_packet(uint8_t *dst, uint32_t cap, const uint8_t *frame, u
 static uint32_t send_frames_section(struct gnic *g, unsigned q, uint32_t index, const uint8_t *frame, uint32_t len,
                                     unsigned count)
 {
-    uint8_t *sec = g->f->ram + g->sb_gpa + (uint64_t)index * g->section;
+    uint8_t *sec = g->f->fg.ram + g->sb_gpa + (uint64_t)index * g->section;
     uint32_t used = 0;
     for (unsigned i = 0; i < count; i++)
         used += rndis_packet(sec + used, g->section - used, frame, len);
@@ -1227,7 +897,7 @@ static void test_handshake_each_version(void **state)
         assert_int_equal(s.tx_frames, 1);
         expect_quiet(g);
         assert_int_equal(nstats(f).rx_completions, 4); /* INIT_CMPLT, QUERY_CMPLT, SET_CMPLT, the frame */
-        teardown(NULL);
+        fg_teardown(NULL);
     }
 }
 
@@ -1252,13 +922,13 @@ static void test_version_walk_down(void **state)
     uint8_t m[NVSP_GUEST_MSG_SIZE];
     uint32_t n = nvsp_build_subchannel_req(m, sizeof m, NVSP_GUEST_MSG_SIZE, 1);
     send_inband(g, 0, 77, true, m, n);
-    flush(f);
+    fg_flush(&f->fg);
     expect_quiet(g);
     struct hvsim_netvsp_stats s = nstats(f);
     assert_int_equal(s.nvsp_errors, 1);
     assert_int_equal(s.channel_failures, 1);
     assert_int_equal(s.queues_open, 0);
-    assert_true(log_matches(f, "SUB_CHANNEL is newer than the negotiated NVSP 4") >= 1);
+    assert_true(fg_log_matches(&f->fg, "SUB_CHANNEL is newer than the negotiated NVSP 4", NULL) >= 1);
 }
 
 /* The receive buffer: sub-allocation sizes follow the NDIS MTU (openvmm: 256 + MTU + 36, an MTU
@@ -1305,7 +975,7 @@ static void test_receive_buffer(void **state)
     assert_true(memcmp(g->frames[0].data, big, sizeof big) == 0);
 
     /* MTU 100 (outside 1514..9216) is taken as 1514: a fresh fixture. */
-    teardown(NULL);
+    fg_teardown(NULL);
     f = fx_new(NULL);
     g = gnic_new(f);
     assert_int_equal(nvsp_init(g, NVSP_VERSION_5), NVSP_STATUS_SUCCESS);
@@ -1315,7 +985,7 @@ static void test_receive_buffer(void **state)
     /* A second receive buffer is a protocol error (openvmm SendReceiveBufferExists). */
     n = nvsp_build_send_recv_buf(m, sizeof m, NVSP_GUEST_MSG_SIZE, g->rb_gpadl, NVSP_RECV_BUF_ID);
     send_inband(g, 0, 5, true, m, n);
-    flush(f);
+    fg_flush(&f->fg);
     expect_quiet(g);
     assert_int_equal(nstats(f).nvsp_errors, 1);
     assert_int_equal(nstats(f).channel_failures, 1);
@@ -1437,7 +1107,7 @@ static void test_tx_paths(void **state)
     uint8_t buf[2048];
     test_frame(fr, gw_mac, 1514, 77);
     uint32_t n = rndis_packet(buf, sizeof buf, fr, 1514);
-    memcpy(f->ram + g->scratch + 4000, buf, n);
+    memcpy(f->fg.ram + g->scratch + 4000, buf, n);
     uint8_t nv[NVSP_GUEST_MSG_SIZE], c[128];
     rndis_pkt_msg(nv, NVSP_CHANNEL_TYPE_DATA, NVSP_NO_SECTION, 0);
     send_gpa(g, 0, 999, KMCL_PKT_FLAG_COMPLETION_REQUESTED, g->scratch + 4000, n, nv, sizeof nv);
@@ -1494,14 +1164,14 @@ static void test_rx_recycling(void **state)
     assert_int_equal(g->nheld, 9);
     complete_held(g);
     g->hold = false;
-    flush(f);
-    int64_t deadline = now_ns() + (int64_t)WAIT_MS * 1000000;
+    fg_flush(&f->fg);
+    int64_t deadline = now_ns() + (int64_t)FG_WAIT_MS * 1000000;
     while (nstats(f).rx_sub_allocs_free != 18 && now_ns() < deadline)
         sleep_us(100);
     assert_int_equal(nstats(f).rx_sub_allocs_free, 18);
     /* 500 frames through 9 data sub-allocations: deliver while the guest completes. */
     unsigned sent = 0;
-    deadline = now_ns() + (int64_t)WAIT_MS * 1000000;
+    deadline = now_ns() + (int64_t)FG_WAIT_MS * 1000000;
     while (sent < 500 && now_ns() < deadline) {
         test_frame(fr, nic_mac, 60 + sent % 1400, (uint8_t)sent);
         if (hvsim_netvsp_deliver(f->nv, fr, 60 + sent % 1400))
@@ -1621,13 +1291,13 @@ static void test_sub_channels(void **state)
     assert_int_equal(r.u.subchannel_complete.num_subchannels, 3);
     uint32_t first = hvsim_vmbus_default_device_count + 1;
     for (uint32_t i = 0; i < 3; i++) {
-        wait_offer(f, first + i);
-        const struct vmbus_msg_offer_channel *of = offer_of(f, first + i);
+        fg_wait_offer(&f->fg, first + i);
+        const struct vmbus_msg_offer_channel *of = fg_offer_of(&f->fg, first + i);
         assert_int_equal(of->offer.sub_channel_index, i + 1);
     }
     for (uint32_t i = 0; i < 3; i++) {
         assert_int_equal(g->tables, 0); /* only once every channel is open */
-        gch_open(f, &g->ch[i + 1], first + i, 4, 8);
+        nic_ch_open(f, &g->ch[i + 1], first + i, 4, 8);
         g->nch++;
     }
     pump_until(g, have_table, 1, "SEND_INDIRECTION_TABLE");
@@ -1707,8 +1377,8 @@ static void test_sub_channels(void **state)
     assert_int_equal(s.rx_completions, 67 + 5); /* + INIT, QUERY, three SETs */
     /* Closing the primary closes (and rescinds) the sub-channels. */
     struct vmbus_msg_relid cm = { .hdr.type = VMBUS_MSG_CLOSECHANNEL, .child_relid = NIC_RELID };
-    post(f, &cm, sizeof cm);
-    flush(f);
+    fg_post(&f->fg, &cm, sizeof cm);
+    fg_flush(&f->fg);
     s = nstats(f);
     assert_int_equal(s.queues_open, 0);
     assert_int_equal(s.closes, 4);
@@ -1786,12 +1456,12 @@ static void test_bad_rndis(void **state)
                                               0, &signal),
                      STATUS_OK);
     if (signal)
-        guest_signal(f, NIC_RELID);
+        fg_guest_signal(&f->fg, NIC_RELID);
     take_comp(g, 312, c);
     assert_int_equal(c[4], NVSP_STATUS_FAILURE);
     /* no completion request: dropped, nothing answers */
     n = rndis_packet(buf, sizeof buf, fr, 100);
-    memcpy(f->ram + g->scratch, buf, n);
+    memcpy(f->fg.ram + g->scratch, buf, n);
     send_gpa(g, 0, 313, 0, g->scratch, n, nv, sizeof nv);
     expect_quiet(g);
     /* still served */
@@ -1805,7 +1475,7 @@ static void test_bad_rndis(void **state)
     assert_int_equal(s.tx_frames, 1);
     assert_int_equal(s.nvsp_errors, 0);
     assert_int_equal(s.channel_failures, 0);
-    assert_true(log_matches(f, "completed FAILURE") >= 10);
+    assert_true(fg_log_matches(&f->fg, "completed FAILURE", NULL) >= 10);
 }
 
 /* Protocol errors fail the channel (openvmm ends its worker): an unknown NVSP type; in another
@@ -1820,17 +1490,17 @@ static void test_protocol_errors(void **state)
     uint8_t m[NVSP_GUEST_MSG_SIZE] = { 0 };
     memcpy(m, &t, 4);
     send_inband(g, 0, 1, true, m, sizeof m);
-    flush(f);
+    fg_flush(&f->fg);
     expect_quiet(g);
     struct hvsim_netvsp_stats s = nstats(f);
     assert_int_equal(s.nvsp_errors, 1);
     assert_int_equal(s.channel_failures, 1);
     assert_int_equal(s.queues_open, 0);
-    assert_true(log_matches(f, "unknown NVSP message type") >= 1);
+    assert_true(fg_log_matches(&f->fg, "unknown NVSP message type", NULL) >= 1);
     uint8_t fr[100];
     test_frame(fr, nic_mac, sizeof fr, 1);
     assert_false(hvsim_netvsp_deliver(f->nv, fr, sizeof fr));
-    teardown(NULL);
+    fg_teardown(NULL);
 
     f = fx_new(NULL);
     g = gnic_up(f, NVSP_VERSION_61, 32, FILTER_STD);
@@ -1838,19 +1508,19 @@ static void test_protocol_errors(void **state)
     assert_true(hvsim_netvsp_deliver(f->nv, fr, sizeof fr));
     pump_until(g, have_frames, 1, "a frame");
     send_completion(g, 0, g->held[0].trans ^ 0x5555); /* an id the host never handed out */
-    flush(f);
-    int64_t deadline = now_ns() + (int64_t)WAIT_MS * 1000000;
+    fg_flush(&f->fg);
+    int64_t deadline = now_ns() + (int64_t)FG_WAIT_MS * 1000000;
     while (nstats(f).channel_failures == 0 && now_ns() < deadline)
         sleep_us(100);
     s = nstats(f);
     assert_int_equal(s.channel_failures, 1);
     assert_int_equal(s.queues_open, 0);
-    assert_true(log_matches(f, "completion for a transaction id never sent") >= 1);
+    assert_true(fg_log_matches(&f->fg, "completion for a transaction id never sent", NULL) >= 1);
     assert_false(hvsim_netvsp_deliver(f->nv, fr, sizeof fr));
     /* The guest closes the failed channel: its packets are cancelled, the sub-allocations come back. */
     struct vmbus_msg_relid cm = { .hdr.type = VMBUS_MSG_CLOSECHANNEL, .child_relid = NIC_RELID };
-    post(f, &cm, sizeof cm);
-    flush(f);
+    fg_post(&f->fg, &cm, sizeof cm);
+    fg_flush(&f->fg);
     assert_int_equal(nstats(f).closes, 1);
     g->nheld = 0;
 }
@@ -1875,18 +1545,18 @@ static void test_order_and_revoke(void **state)
                        : rndis_pkt_msg(m, 1, 0, 10);
         }
         send_inband(g, 0, 1, true, m, n);
-        flush(f);
+        fg_flush(&f->fg);
         expect_quiet(g);
         assert_int_equal(nstats(f).nvsp_errors, 1);
-        assert_true(log_matches(f, why[i]) >= 1);
-        teardown(NULL);
+        assert_true(fg_log_matches(&f->fg, why[i], NULL) >= 1);
+        fg_teardown(NULL);
     }
     struct fixture *f = fx_new(NULL);
     struct gnic *g = gnic_up(f, NVSP_VERSION_61, 32, FILTER_STD);
     uint8_t m[NVSP_GUEST_MSG_SIZE];
     uint32_t n = nvsp_build_revoke_recv_buf(m, sizeof m, NVSP_GUEST_MSG_SIZE, NVSP_RECV_BUF_ID);
     send_inband(g, 0, 2, false, m, n);
-    flush(f);
+    fg_flush(&f->fg);
     uint8_t fr[100];
     test_frame(fr, nic_mac, sizeof fr, 1);
     assert_false(hvsim_netvsp_deliver(f->nv, fr, sizeof fr));
@@ -1896,7 +1566,7 @@ static void test_order_and_revoke(void **state)
     assert_int_equal(s.rx_sub_allocs, 0);
     /* The primary is no longer read: a request stays unanswered. */
     n = rndis_build_keepalive(m, sizeof m, 5);
-    memcpy(f->ram + g->scratch, m, n);
+    memcpy(f->fg.ram + g->scratch, m, n);
     uint8_t nv[NVSP_GUEST_MSG_SIZE];
     rndis_pkt_msg(nv, 1, NVSP_NO_SECTION, 0);
     send_gpa(g, 0, 3, KMCL_PKT_FLAG_COMPLETION_REQUESTED, g->scratch, n, nv, sizeof nv);
@@ -1915,7 +1585,7 @@ static int host_socket(uint16_t *port)
     assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
     if (port)
         *port = ntohs(a.sin_port);
-    struct timeval tv = { .tv_sec = WAIT_MS / 1000 };
+    struct timeval tv = { .tv_sec = FG_WAIT_MS / 1000 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     return fd;
 }
@@ -2273,7 +1943,7 @@ static void test_gateway(void **state)
     pump_until(g, have_ctl, before + 1, "MEDIA_DISCONNECT");
     host_send(h, fwd, "lost", 4); /* dropped by the NIC while down */
     struct hvsim_netgw_stats gs;
-    int64_t deadline = now_ns() + (int64_t)WAIT_MS * 1000000;
+    int64_t deadline = now_ns() + (int64_t)FG_WAIT_MS * 1000000;
     do { /* the gateway reads its control socket first in a round: let it see the datagram first */
         sleep_us(200);
         hvsim_netgw_get_stats(f->gw, &gs);
@@ -2432,8 +2102,8 @@ static void test_concurrent_deliver_and_close(void **state)
     uint32_t n = nvsp_build_subchannel_req(m, sizeof m, NVSP_GUEST_MSG_SIZE, 2);
     nvsp_call(g, m, n, c);
     for (uint32_t i = 0; i < 2; i++) {
-        wait_offer(f, hvsim_vmbus_default_device_count + 1 + i);
-        gch_open(f, &g->ch[i + 1], hvsim_vmbus_default_device_count + 1 + i, 4, 8);
+        fg_wait_offer(&f->fg, hvsim_vmbus_default_device_count + 1 + i);
+        nic_ch_open(f, &g->ch[i + 1], hvsim_vmbus_default_device_count + 1 + i, 4, 8);
         g->nch++;
     }
     struct stress st[3] = { { .f = f, .id = 1 }, { .f = f, .id = 2 }, { .f = f, .id = 3 } };
@@ -2451,7 +2121,7 @@ static void test_concurrent_deliver_and_close(void **state)
         pthread_join(t[i], NULL);
     unsigned total = st[0].accepted + st[1].accepted;
     pump_until(g, have_frames, total, "every accepted frame");
-    flush(f);
+    fg_flush(&f->fg);
     pump_once(g);
     assert_true(total > 50);
     /* Every accepted frame exactly once, intact (stress_check); none more. */
@@ -2478,8 +2148,8 @@ static void test_concurrent_deliver_and_close(void **state)
         sleep_us(100);
     }
     struct vmbus_msg_relid cm = { .hdr.type = VMBUS_MSG_CLOSECHANNEL, .child_relid = NIC_RELID };
-    post(f, &cm, sizeof cm);
-    flush(f);
+    fg_post(&f->fg, &cm, sizeof cm);
+    fg_flush(&f->fg);
     for (int i = 0; i < 2; i++)
         __atomic_store_n(&more[i].stop, true, __ATOMIC_RELEASE);
     for (int i = 0; i < 2; i++)
@@ -2528,23 +2198,23 @@ static void test_device_entry(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_handshake_each_version, teardown),
-        cmocka_unit_test_teardown(test_version_walk_down, teardown),
-        cmocka_unit_test_teardown(test_receive_buffer, teardown),
-        cmocka_unit_test_teardown(test_rndis_control, teardown),
-        cmocka_unit_test_teardown(test_packet_filter, teardown),
-        cmocka_unit_test_teardown(test_tx_paths, teardown),
-        cmocka_unit_test_teardown(test_rx_recycling, teardown),
-        cmocka_unit_test_teardown(test_rx_compact_layout, teardown),
-        cmocka_unit_test_teardown(test_link_down_up, teardown),
-        cmocka_unit_test_teardown(test_sub_channels, teardown),
-        cmocka_unit_test_teardown(test_bad_rndis, teardown),
-        cmocka_unit_test_teardown(test_protocol_errors, teardown),
-        cmocka_unit_test_teardown(test_order_and_revoke, teardown),
-        cmocka_unit_test_teardown(test_concurrent_deliver_and_close, teardown),
-        cmocka_unit_test_teardown(test_gateway, teardown),
-        cmocka_unit_test_teardown(test_gateway_api_ping_and_bind, teardown),
-        cmocka_unit_test_teardown(test_device_entry, teardown),
+        cmocka_unit_test_teardown(test_handshake_each_version, fg_teardown),
+        cmocka_unit_test_teardown(test_version_walk_down, fg_teardown),
+        cmocka_unit_test_teardown(test_receive_buffer, fg_teardown),
+        cmocka_unit_test_teardown(test_rndis_control, fg_teardown),
+        cmocka_unit_test_teardown(test_packet_filter, fg_teardown),
+        cmocka_unit_test_teardown(test_tx_paths, fg_teardown),
+        cmocka_unit_test_teardown(test_rx_recycling, fg_teardown),
+        cmocka_unit_test_teardown(test_rx_compact_layout, fg_teardown),
+        cmocka_unit_test_teardown(test_link_down_up, fg_teardown),
+        cmocka_unit_test_teardown(test_sub_channels, fg_teardown),
+        cmocka_unit_test_teardown(test_bad_rndis, fg_teardown),
+        cmocka_unit_test_teardown(test_protocol_errors, fg_teardown),
+        cmocka_unit_test_teardown(test_order_and_revoke, fg_teardown),
+        cmocka_unit_test_teardown(test_concurrent_deliver_and_close, fg_teardown),
+        cmocka_unit_test_teardown(test_gateway, fg_teardown),
+        cmocka_unit_test_teardown(test_gateway_api_ping_and_bind, fg_teardown),
+        cmocka_unit_test_teardown(test_device_entry, fg_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
