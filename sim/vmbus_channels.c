@@ -959,24 +959,6 @@ static void handle_unload(struct hvsim_vmbus *vb)
 
 /* ---- dispatch ---- */
 
-static bool from_host_only(uint32_t type)
-{
-    switch (type) {
-    case VMBUS_MSG_OFFERCHANNEL:
-    case VMBUS_MSG_RESCIND_CHANNELOFFER:
-    case VMBUS_MSG_ALLOFFERS_DELIVERED:
-    case VMBUS_MSG_OPENCHANNEL_RESULT:
-    case VMBUS_MSG_GPADL_CREATED:
-    case VMBUS_MSG_GPADL_TORNDOWN:
-    case VMBUS_MSG_VERSION_RESPONSE:
-    case VMBUS_MSG_UNLOAD_RESPONSE:
-    case VMBUS_MSG_MODIFYCHANNEL_RESPONSE:
-        return true;
-    default:
-        return false;
-    }
-}
-
 void vb_handle_message(struct hvsim_vmbus *vb, const struct vb_inbox_entry *in)
 {
     VB_COUNT(vb, messages_in);
@@ -1009,7 +991,7 @@ void vb_handle_message(struct hvsim_vmbus *vb, const struct vb_inbox_entry *in)
                        why);
         return;
     }
-    if (from_host_only(type)) {
+    if (vmbus_msg_from_host(type)) {
         vb_guest_error(vb, "%s is a host-to-guest message: dropped", vmbus_msg_name(type));
         return;
     }
