@@ -15,6 +15,9 @@
  *  - GPADL_TEARDOWN of the ring of an open channel is answered when that channel closes, as Hyper-V
  *    does (OpenVMM: "the host may not send the GpadlTorndown message immediately ... if the channel
  *    is still open"); it is still logged as a guest error.
+ *  - A GPADL that completes on a rescinded channel is refused (GPADL_CREATED with a failure status),
+ *    as OpenVMM refuses it; RELID_RELEASED while a GPADL of the relid is still being built or not yet
+ *    answered is a guest error (the guest released the relid before it was done with it).
  *  - Sub-channels are offered when their primary opens and rescinded when it closes (or is
  *    rescinded); UNLOAD drops them without messages, and the next open offers them again.
  *  - Channel interrupts use the connection's message SINT (2 unless the guest chose another on the
