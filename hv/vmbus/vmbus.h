@@ -11,8 +11,8 @@
  * Host messages arrive on SINT 2 and are handled at DISPATCH from the SynIC's DPC; everything the
  * host sends is read once from its SynIC slot (hv/synic.c), checked (hv/vmbus/proto/vmbus_msg.c, then
  * relids, handles, states), and a bad or unasked message is logged and dropped without disturbing
- * anything else. Every wait for the host has a timeout
- * (vmbus_set_timeout_ms, default 5 s) and says what it waited for when it gives up.
+ * anything else. Every wait for the host has a timeout (vmbus_set_timeout_ms, default 5 s) and
+ * says what it waited for when it gives up.
  *
  * Buffers: a GPADL's buffer belongs to its creator, who must not free it before vmbus_gpadl_destroy
  * returned STATUS_OK (after a timeout the host may still use it: it is then leaked on purpose, with a
