@@ -59,9 +59,9 @@ uint16_t hv_signal_event(uint32_t connection_id, uint16_t flag);
 const char *hv_status_name(uint16_t status);
 
 /* ---- SynIC (hv/synic.c) ---- */
-/* A SINT's consumer. message(): a valid message (payload_size <= 240) in the calling CPU's slot,
- * readable only during the call; return STATUS_NOT_SUPPORTED for a type it does not know (logged and
- * dropped). event(): a flag that was set (already cleared) among the first event_flags of the SINT's
+/* A SINT's consumer. message(): a valid message (payload_size <= 240) read once from the calling
+ * CPU's slot into a private copy (the host cannot change it under the handler), readable only
+ * during the call; return STATUS_NOT_SUPPORTED for a type it does not know (logged and dropped). event(): a flag that was set (already cleared) among the first event_flags of the SINT's
  * block. Both run on the CPU that took the interrupt, at `irql`: IRQL_DISPATCH (from the SynIC's
  * DPC) or hv_sint_device_irql() (from the interrupt itself). */
 struct hv_sint_handler {

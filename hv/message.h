@@ -1,7 +1,8 @@
 /*
  * message: the checks on what the host writes into a SynIC message slot and a timer message's
  * payload. Portable and pure, so the fuzz harness (test/fuzz/fuzz_hvmsg.c) runs them on any bytes;
- * hv/synic.c and hv/stimer.c act on the verdicts.
+ * hv/synic.c and hv/stimer.c act on the verdicts, always on the private copy hv/synic.c read once
+ * from the slot (never on the slot itself, which the host may rewrite meanwhile).
  */
 #ifndef HV_MESSAGE_H
 #define HV_MESSAGE_H

@@ -11,9 +11,15 @@
  * SynIC DPC for the DISPATCH-level ones and for the drops. A slot is consumed as the TLFS says:
  * message type cleared, full barrier, then EOM only if the host set the pending flag
  * (T:inter-partition-communication.md; freebsd vmbus.c vmbus_msg_task).
+ *
+ * A slot is host-shared memory and a hostile host may rewrite it while the guest parses it, so each
+ * one is read once (kernel/readonce.h): its type, size and origin, then the payload its size names,
+ * into a private copy that hv/message.h checks and the handler gets. The pending flag is read only
+ * in consume(), after the type is cleared, as the EOM rule wants.
  */
 #include "hv/hv_internal.h"
 #include "hv/message.h"
+#include "kernel/readonce.h"
 
 #include "arch-x86_64/interrupts.h"
 #include "arch-x86_64/paging.h"
@@ -73,8 +79,14 @@ static void drain_messages(struct hv_cpu *hc, uint32_t cpu, uint8_t sint, irql_t
     volatile struct hv_message *slot = &hc->simp->slot[sint];
     bool active = handled_at(sint, level);
     for (int n = 0; n < MESSAGES_PER_PASS; n++) {
+        /* The type first (acquire: the host writes it last), then what the checks and the handler
+         * use. The flags are not copied: the host may set PENDING meanwhile, consume() reads them. */
         uint32_t type = __atomic_load_n(&slot->header.message_type, __ATOMIC_ACQUIRE);
-        uint8_t size = slot->header.payload_size;
+        struct hv_message copy = { .header = { .message_type = type,
+                                               .payload_size = read_once_u8((const void *)&slot->header.payload_size),
+                                               .origination_id =
+                                                   read_once_u64((const void *)&slot->header.origination_id) } };
+        uint8_t size = copy.header.payload_size;
         enum hv_slot_verdict verdict = hv_slot_check(type, size);
         if (verdict == HV_SLOT_EMPTY)
             return;
@@ -87,9 +99,8 @@ static void drain_messages(struct hv_cpu *hc, uint32_t cpu, uint8_t sint, irql_t
                 pr_warn("hv: cpu%u SINT%u: message type %#x for a SINT nobody registered: dropped", cpu, sint, type);
         } else {
             stat_inc(&hc->stats.messages);
-            /* The handler reads the slot in place (no copy): the host does not touch a slot whose type
-             * is non-zero. */
-            status_t s = handlers[sint].message(handlers[sint].ctx, cpu, (const struct hv_message *)slot);
+            read_once_copy(copy.payload, (const void *)slot->payload, size); /* size <= 240: checked */
+            status_t s = handlers[sint].message(handlers[sint].ctx, cpu, &copy);
             if (s == STATUS_NOT_SUPPORTED && worth_logging(stat_inc(&hc->stats.dropped_unknown_type)))
                 pr_warn("hv: cpu%u SINT%u (%s): unknown message type %#x: dropped", cpu, sint, handlers[sint].name,
                         type);

@@ -165,6 +165,7 @@ status_t kmcl_channel_allocate(struct vmbus_channel *vch, struct kmcl_channel **
         kfree(ch);
         return s;
     }
+    vmbus_channel_hold(vch); /* ch->vch stays valid across a rescind until cleanup */
     *out = ch;
     return STATUS_OK;
 }
@@ -1223,6 +1224,8 @@ void kmcl_channel_cleanup(struct kmcl_channel *ch)
     if (!ch)
         return;
     kmcl_channel_disable(ch);
+    struct vmbus_channel *vch = ch->vch;
     kfree(ch->client_context);
     kfree(ch);
+    vmbus_channel_release(vch);
 }

@@ -15,6 +15,9 @@
  *  - GPADL_TEARDOWN of the ring of an open channel is answered when that channel closes, as Hyper-V
  *    does (OpenVMM: "the host may not send the GpadlTorndown message immediately ... if the channel
  *    is still open"); it is still logged as a guest error.
+ *  - A GPADL that completes on a rescinded channel is refused (GPADL_CREATED with a failure status),
+ *    as OpenVMM refuses it; RELID_RELEASED while a GPADL of the relid is still being built or not yet
+ *    answered is a guest error (the guest released the relid before it was done with it).
  *  - Sub-channels are offered when their primary opens and rescinded when it closes (or is
  *    rescinded); UNLOAD drops them without messages, and the next open offers them again.
  *  - Channel interrupts use the connection's message SINT (2 unless the guest chose another on the
@@ -42,6 +45,9 @@ static const struct vmbus_guid bad_instance =
 #define BAD_OFFER_RELID 4096u
 #define BAD_OFFER_SHORT_SIZE 100u
 #define BAD_MESSAGE_TYPE 99u
+/* The OFFER_CHURN device's instance. */
+static const struct vmbus_guid churn_instance =
+    VMBUS_GUID_INIT(0x68767369, 0x6d00, 0x4000, 0x80, 0x00, 0x0c, 0x4c, 0x4c, 0x4c, 0x4c, 0x4c);
 
 bool vb_version_known(uint32_t version)
 {
@@ -86,6 +92,35 @@ static const char *sub_label(const struct hvsim_vmbus_channel *ch, char buf[24])
 static void queue_control(struct hvsim_vmbus *vb, const void *payload, uint32_t size, bool reorderable)
 {
     vb_queue_message(vb, vb->conn_vp, vb->conn_sint, payload, size, reorderable);
+}
+
+/* How late the late-answer hazards answer. */
+static int64_t late_ns(const struct hvsim_vmbus *vb)
+{
+    return (int64_t)(vb->cfg.late_ms ? vb->cfg.late_ms : 50u) * 1000000ll;
+}
+
+/* Holds a control message back for late_ns (sim/vmbus_internal.h struct vb_late). */
+static void queue_late(struct hvsim_vmbus *vb, const void *payload, uint32_t size, uint32_t remove_gpadl)
+{
+    struct vb_late *l = vb_alloc(sizeof *l);
+    l->due_ns = vb_now_ns() + late_ns(vb);
+    l->remove_gpadl = remove_gpadl;
+    l->size = size < sizeof l->payload ? size : (uint32_t)sizeof l->payload;
+    memcpy(l->payload, payload, l->size);
+    struct vb_late **tail = &vb->late;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = l; /* in order: due times only grow */
+}
+
+static void drop_late(struct hvsim_vmbus *vb)
+{
+    while (vb->late) {
+        struct vb_late *l = vb->late;
+        vb->late = l->next;
+        free(l);
+    }
 }
 
 /* The host's side of monitor page 1 for a monitored channel: its scan latency and the connection
@@ -480,6 +515,10 @@ static void handle_request_offers(struct hvsim_vmbus *vb)
         queue_control(vb, &o, sizeof o, false);
         vb_log(vb, 0, "hazard: unasked GPADL_CREATED and OPENCHANNEL_RESULT for relid %u sent", list[0]->relid);
     }
+    if (vb->cfg.hazards & HVSIM_VMBUS_OFFER_CHURN) {
+        vb->churn_left = vb->cfg.churn_rounds ? vb->cfg.churn_rounds : 100u;
+        vb->churn_due_ns = vb_now_ns();
+    }
     vb_log(vb, 1, "REQUESTOFFERS: %u offers sent", n);
 }
 
@@ -518,11 +557,27 @@ static uint32_t take_pfns(struct hvsim_vmbus *vb, const uint8_t *src, uint32_t n
     return n;
 }
 
-static void gpadl_complete(struct hvsim_vmbus *vb, const struct vb_gpadl *g)
+/* Every PFN of g is in: GPADL_CREATED. A GPADL completed on a rescinded channel is refused, as
+ * OpenVMM refuses it (vmbus_server channels.rs gpadl_updated), late under RESCIND_DURING_GPADL.
+ * false: g is no GPADL of the table any more (the caller removes it). */
+static bool gpadl_complete(struct hvsim_vmbus *vb, struct vb_gpadl *g)
 {
-    send_created(vb, g->relid, g->handle, 0);
-    VB_COUNT(vb, gpadls_created);
-    vb_log(vb, 1, "GPADL 0x%x created: %u pages for relid %u", g->handle, g->pages, g->relid);
+    if (vb->channels[g->relid].state != VB_CH_RESCINDED) {
+        send_created(vb, g->relid, g->handle, 0);
+        VB_COUNT(vb, gpadls_created);
+        vb_log(vb, 1, "GPADL 0x%x created: %u pages for relid %u", g->handle, g->pages, g->relid);
+        return true;
+    }
+    vb_log(vb, 1, "GPADL 0x%x of rescinded relid %u complete: refused", g->handle, g->relid);
+    if (!(vb->cfg.hazards & HVSIM_VMBUS_RESCIND_DURING_GPADL)) {
+        send_created(vb, g->relid, g->handle, HVSIM_VMBUS_STATUS_FAILED);
+        return false;
+    }
+    struct vmbus_msg_gpadl_created m = { .hdr.type = VMBUS_MSG_GPADL_CREATED, .child_relid = g->relid,
+                                         .gpadl = g->handle, .status = HVSIM_VMBUS_STATUS_FAILED };
+    queue_late(vb, &m, sizeof m, g->handle);
+    g->answer_late = true;
+    return true;
 }
 
 /* Why a GPADL_HEADER cannot start a GPADL (a guest error), or NULL. A second header for a handle
@@ -574,8 +629,14 @@ static void handle_gpadl_header(struct hvsim_vmbus *vb, const struct vb_inbox_en
     }
     g->received = here;
     vb->gpadls[vb->gpadl_count++] = g;
-    if (here == pages)
-        gpadl_complete(vb, g);
+    struct hvsim_vmbus_channel *ch = &vb->channels[h.child_relid];
+    if ((vb->cfg.hazards & HVSIM_VMBUS_RESCIND_DURING_GPADL) && ch->state == VB_CH_OFFERED && !ch->sub_index) {
+        vb_log(vb, 0, "hazard: channel %u (%s) rescinded during the creation of GPADL 0x%x", ch->relid,
+               ch->dev->name, h.gpadl);
+        vb_rescind(vb, ch);
+    }
+    if (here == pages && !gpadl_complete(vb, g))
+        remove_gpadl(vb, vb->gpadl_count - 1);
 }
 
 static void handle_gpadl_body(struct hvsim_vmbus *vb, const struct vb_inbox_entry *in)
@@ -608,8 +669,8 @@ static void handle_gpadl_body(struct hvsim_vmbus *vb, const struct vb_inbox_entr
         return;
     }
     g->received += n;
-    if (g->received == g->pages)
-        gpadl_complete(vb, g);
+    if (g->received == g->pages && !gpadl_complete(vb, g))
+        remove_gpadl(vb, index);
 }
 
 static void handle_gpadl_teardown(struct hvsim_vmbus *vb, const struct vb_inbox_entry *in)
@@ -637,9 +698,17 @@ static void handle_gpadl_teardown(struct hvsim_vmbus *vb, const struct vb_inbox_
     }
     if (g->received < g->pages)
         vb_log(vb, 1, "GPADL 0x%x torn down while being built (%u of %u pages)", t.gpadl, g->received, g->pages);
+    bool late = (vb->cfg.hazards & HVSIM_VMBUS_LATE_TORNDOWN_AFTER_RESCIND) &&
+                vb->channels[g->relid].state == VB_CH_RESCINDED;
     remove_gpadl(vb, index);
     struct vmbus_msg_gpadl_torndown m = { .hdr.type = VMBUS_MSG_GPADL_TORNDOWN, .gpadl = t.gpadl };
-    vb_reply(vb, &m, sizeof m, true);
+    if (late) {
+        vb_log(vb, 0, "hazard: GPADL_TORNDOWN for GPADL 0x%x of rescinded relid %u held back %lld ms", t.gpadl,
+               t.child_relid, (long long)(late_ns(vb) / 1000000));
+        queue_late(vb, &m, sizeof m, 0);
+    } else {
+        vb_reply(vb, &m, sizeof m, true);
+    }
     VB_COUNT(vb, gpadls_torn_down);
 }
 
@@ -651,6 +720,23 @@ static void send_open_result(struct hvsim_vmbus *vb, uint32_t relid, uint32_t op
         .hdr.type = VMBUS_MSG_OPENCHANNEL_RESULT, .child_relid = relid, .open_id = open_id, .status = status
     };
     vb_reply(vb, &r, sizeof r, true);
+}
+
+/* RESCIND_SUB_DURING_OPENS: the highest-index sub-channel of primary_relid that is offered, not open. */
+static void rescind_last_idle_sub(struct hvsim_vmbus *vb, uint32_t primary_relid)
+{
+    struct hvsim_vmbus_channel *last = NULL;
+    for (uint32_t r = 1; r < VB_RELIDS; r++) {
+        struct hvsim_vmbus_channel *c = &vb->channels[r];
+        if (c->state == VB_CH_OFFERED && c->sent && c->sub_index && c->primary == primary_relid &&
+            (!last || c->sub_index > last->sub_index))
+            last = c;
+    }
+    if (!last)
+        return;
+    vb_log(vb, 0, "hazard: sub-channel %u (relid %u) rescinded while the guest opens its queues", last->sub_index,
+           last->relid);
+    vb_rescind(vb, last);
 }
 
 static bool contiguous(const uint64_t *pfn, uint32_t n)
@@ -721,6 +807,8 @@ static void handle_open_channel(struct hvsim_vmbus *vb, const struct vb_inbox_en
         send_open_result(vb, o.child_relid, o.open_id, HVSIM_VMBUS_STATUS_FAILED);
         return;
     }
+    if ((vb->cfg.hazards & HVSIM_VMBUS_RESCIND_SUB_DURING_OPENS) && ch->sub_index)
+        rescind_last_idle_sub(vb, ch->primary);
     ch->open_id = o.open_id;
     ch->ring_gpadl = g->handle;
     g->ring_of = ch->relid;
@@ -784,6 +872,12 @@ static void handle_relid_released(struct hvsim_vmbus *vb, const struct vb_inbox_
     if (!ch || ch->state != VB_CH_RESCINDED) {
         vb_guest_error(vb, "RELID_RELEASED for relid %u: not a rescinded channel: dropped", m.child_relid);
         return;
+    }
+    for (uint32_t i = 0; i < vb->gpadl_count; i++) {
+        const struct vb_gpadl *g = vb->gpadls[i];
+        if (g->relid == ch->relid && (g->received < g->pages || g->answer_late))
+            vb_guest_error(vb, "RELID_RELEASED for relid %u while its GPADL 0x%x is %s: released too early",
+                           ch->relid, g->handle, g->answer_late ? "not yet answered" : "being built");
     }
     vb_log(vb, 0, "relid %u (%s) released", ch->relid, ch->dev->name);
     free_channel(vb, ch);
@@ -851,6 +945,9 @@ static void handle_unload(struct hvsim_vmbus *vb)
     uint32_t gpadls = vb->gpadl_count;
     while (vb->gpadl_count)
         remove_gpadl(vb, vb->gpadl_count - 1);
+    drop_late(vb);
+    vb->churn_left = 0;
+    vb->churn_relid = 0;
     vb->connected = false;
     vb->offers_requested = false;
     vb->monitor1 = vb->monitor2 = 0;
@@ -864,24 +961,6 @@ static void handle_unload(struct hvsim_vmbus *vb)
 }
 
 /* ---- dispatch ---- */
-
-static bool from_host_only(uint32_t type)
-{
-    switch (type) {
-    case VMBUS_MSG_OFFERCHANNEL:
-    case VMBUS_MSG_RESCIND_CHANNELOFFER:
-    case VMBUS_MSG_ALLOFFERS_DELIVERED:
-    case VMBUS_MSG_OPENCHANNEL_RESULT:
-    case VMBUS_MSG_GPADL_CREATED:
-    case VMBUS_MSG_GPADL_TORNDOWN:
-    case VMBUS_MSG_VERSION_RESPONSE:
-    case VMBUS_MSG_UNLOAD_RESPONSE:
-    case VMBUS_MSG_MODIFYCHANNEL_RESPONSE:
-        return true;
-    default:
-        return false;
-    }
-}
 
 void vb_handle_message(struct hvsim_vmbus *vb, const struct vb_inbox_entry *in)
 {
@@ -915,7 +994,7 @@ void vb_handle_message(struct hvsim_vmbus *vb, const struct vb_inbox_entry *in)
                        why);
         return;
     }
-    if (from_host_only(type)) {
+    if (vmbus_msg_from_host(type)) {
         vb_guest_error(vb, "%s is a host-to-guest message: dropped", vmbus_msg_name(type));
         return;
     }
@@ -1004,9 +1083,65 @@ static void scan_monitor_page(struct hvsim_vmbus *vb)
         vb_dispatch_signals(vb, fire);
 }
 
-int64_t vb_periodic(struct hvsim_vmbus *vb, int64_t now)
+/* The held-back answers that are due go to the outbox; returns the next due time (0: none). */
+static int64_t release_late(struct hvsim_vmbus *vb, int64_t now)
 {
     int64_t next = 0;
+    for (struct vb_late **p = &vb->late; *p;) {
+        struct vb_late *l = *p;
+        if (l->due_ns > now) {
+            if (!next || l->due_ns < next)
+                next = l->due_ns;
+            p = &l->next;
+            continue;
+        }
+        *p = l->next;
+        uint32_t index;
+        if (l->remove_gpadl && find_gpadl(vb, l->remove_gpadl, &index) && vb->gpadls[index]->answer_late)
+            remove_gpadl(vb, index);
+        queue_control(vb, l->payload, l->size, false);
+        free(l);
+    }
+    return next;
+}
+
+/* OFFER_CHURN: one round (an offer, or the rescind of the last one); returns the next round's time. */
+static int64_t churn(struct hvsim_vmbus *vb, int64_t now)
+{
+    if (!vb->churn_left)
+        return 0;
+    if (now < vb->churn_due_ns)
+        return vb->churn_due_ns;
+    if (!vb->churn_dev) {
+        struct vb_device *d = vb_alloc(sizeof *d);
+        strcpy(d->name, "churn");
+        d->dev = (struct hvsim_vmbus_device){ .name = d->name, .type = VMBUS_GUID_KEYBOARD, .instance = churn_instance };
+        d->next = vb->devices; /* freed with the server */
+        vb->devices = d;
+        vb->churn_dev = d;
+    }
+    struct hvsim_vmbus_channel *ch = vb->churn_relid ? &vb->channels[vb->churn_relid] : NULL;
+    if (ch && (ch->state == VB_CH_OFFERED || ch->state == VB_CH_OPEN)) {
+        vb_rescind(vb, ch);
+        vb->churn_relid = 0;
+    } else {
+        ch = vb_new_offer(vb, &vb->churn_dev->dev, 0, 0);
+        vb->churn_relid = ch ? ch->relid : 0;
+    }
+    if (!--vb->churn_left)
+        vb_log(vb, 0, "hazard: offer churn over");
+    vb->churn_due_ns = now + (int64_t)(vb->cfg.churn_period_ms ? vb->cfg.churn_period_ms : 20u) * 1000000ll;
+    return vb->churn_left ? vb->churn_due_ns : 0;
+}
+
+static int64_t earliest(int64_t a, int64_t b)
+{
+    return !a ? b : !b ? a : a < b ? a : b;
+}
+
+int64_t vb_periodic(struct hvsim_vmbus *vb, int64_t now)
+{
+    int64_t next = earliest(release_late(vb, now), churn(vb, now));
     if (vb->rescind_timer_relid) {
         if (now >= vb->rescind_timer_due_ns) {
             struct hvsim_vmbus_channel *ch = &vb->channels[vb->rescind_timer_relid];
@@ -1014,7 +1149,7 @@ int64_t vb_periodic(struct hvsim_vmbus *vb, int64_t now)
                    ch->relid, vb->cfg.rescind_after_ms);
             vb_rescind(vb, ch); /* clears the timer */
         } else {
-            next = vb->rescind_timer_due_ns;
+            next = earliest(next, vb->rescind_timer_due_ns);
         }
     }
     if (vb->connected && vb->monitor2 && vb->monitored_open) {
@@ -1046,6 +1181,7 @@ void vb_close_all_for_destroy(struct hvsim_vmbus *vb)
 
 void vb_free_tables(struct hvsim_vmbus *vb)
 {
+    drop_late(vb);
     while (vb->gpadl_count)
         remove_gpadl(vb, vb->gpadl_count - 1);
     free(vb->gpadls);

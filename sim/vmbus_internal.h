@@ -64,7 +64,17 @@ struct vb_gpadl {
     uint32_t handle, relid, pages, received, byte_offset;
     uint32_t ring_of;       /* relid of the open channel whose rings these pages are, 0: none */
     bool teardown_pending;  /* GPADL_TEARDOWN came while ring_of: answered when that channel closes */
+    bool answer_late;       /* complete, refused, its GPADL_CREATED on the late list: still outstanding */
     uint64_t pfn[];
+};
+
+/* A host -> guest control message held back until due_ns (the late-answer hazards), then queued to
+ * the outbox by vb_periodic; remove_gpadl names a GPADL (answer_late) that goes with it, 0: none. */
+struct vb_late {
+    struct vb_late *next;
+    int64_t due_ns;
+    uint32_t remove_gpadl, size;
+    uint8_t payload[HV_MESSAGE_PAYLOAD_MAX];
 };
 
 /* A guest message as the port handler copied it. */
@@ -126,6 +136,10 @@ struct hvsim_vmbus {
     uint32_t rescind_timer_relid;    /* for this relid (0: not armed or fired) */
     int64_t rescind_timer_due_ns;
     uint32_t monitored_open;         /* open channels with a monitor id: the scan runs while > 0 */
+    struct vb_late *late;            /* held-back answers, oldest first */
+    struct vb_device *churn_dev;     /* OFFER_CHURN: the device it adds and rescinds */
+    uint32_t churn_left, churn_relid; /* rounds to go; the live churn offer (0: none) */
+    int64_t churn_due_ns;            /* the next round (0: not started) */
     uint32_t reply_vp, reply_sint;   /* where replies to the message being handled go */
     int64_t next_monitor_ns;         /* the thread's next monitor page scan */
 

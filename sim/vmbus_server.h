@@ -83,6 +83,24 @@ enum hvsim_vmbus_hazard {
     /* After ALLOFFERS_DELIVERED: a GPADL_CREATED (handle 0x0BAD0BAD, status 0) and an
      * OPENCHANNEL_RESULT (status 0) for the first offered relid, which nobody asked for. */
     HVSIM_VMBUS_UNASKED_RESPONSES = 1u << 6,
+    /* Every GPADL_HEADER for a primary channel that is not open (its ring GPADL, say) makes the server
+     * rescind that channel at once, before the GPADL is complete: RESCIND_CHANNELOFFER goes out
+     * first, the bodies are still taken, and the complete GPADL is answered GPADL_CREATED with a
+     * failure status (what OpenVMM answers for a GPADL completed on a revoked channel), late_ms
+     * later. Until that answer the GPADL is outstanding: a RELID_RELEASED for its relid meanwhile is
+     * a guest error. */
+    HVSIM_VMBUS_RESCIND_DURING_GPADL = 1u << 7,
+    /* A GPADL_TEARDOWN for a GPADL of a rescinded channel is answered late_ms late (the GPADL itself
+     * is gone at once). */
+    HVSIM_VMBUS_LATE_TORNDOWN_AFTER_RESCIND = 1u << 8,
+    /* The host paces sub-channel opens and withdraws a queue meanwhile: when the guest opens a
+     * sub-channel, the server first rescinds the primary's highest-index sub-channel that is
+     * offered and not open, then answers the open. */
+    HVSIM_VMBUS_RESCIND_SUB_DURING_OPENS = 1u << 9,
+    /* From REQUESTOFFERS on, every churn_period_ms the server either hot-adds a device "churn" (the
+     * keyboard type, no VSP) or rescinds the one it added, churn_rounds times: offers and rescinds
+     * every few ms, unrelated to anything the guest waits for. */
+    HVSIM_VMBUS_OFFER_CHURN = 1u << 10,
 };
 
 /* One device to offer. The callbacks run on the server's thread, one at a time and in the order of
@@ -124,6 +142,9 @@ struct hvsim_vmbus_config {
      * the server rescinds it rescind_after_ms later (hvsim --vmbus-rescind-after-ms NAME:MS). */
     const char *rescind_device;
     uint32_t rescind_after_ms;
+    uint32_t late_ms;            /* RESCIND_DURING_GPADL, LATE_TORNDOWN_AFTER_RESCIND: how late; 0: 50 */
+    uint32_t churn_period_ms;    /* OFFER_CHURN: 0: 20 */
+    uint32_t churn_rounds;       /* OFFER_CHURN: offers plus rescinds; 0: 100 */
 };
 
 /* The standard set, in this relid order (1..9 after REQUESTOFFERS of a fresh server; instance GUIDs

@@ -47,8 +47,10 @@ static uint32_t nchans;
 static void collect(struct vmbus_channel *ch, void *ctx)
 {
     (void)ctx;
-    if (nchans < MAX_CHANNELS && !vmbus_channel_rescinded(ch))
+    if (nchans < MAX_CHANNELS && !vmbus_channel_rescinded(ch)) {
+        vmbus_channel_hold(ch); /* kept past the callback, for the app's life */
         chans[nchans++].ch = ch;
+    }
 }
 
 static void on_interrupt(struct vmbus_channel *ch, void *ctx)
@@ -156,6 +158,7 @@ static void check_test_device(void)
             status_t c = o == STATUS_OK ? vmbus_channel_close(subs[i]) : o;
             CHECK(o == STATUS_OK && c == STATUS_OK, "sub-channel %u (relid %u) opened and closed: %s / %s",
                   vmbus_channel_sub_index(subs[i]), vmbus_channel_relid(subs[i]), status_name(o), status_name(c));
+            vmbus_channel_release(subs[i]); /* held for us by the wait */
         }
     }
     /* Guest -> host: the test device answers every signal by signalling back. */

@@ -807,6 +807,8 @@ static void open_sub_channels(struct netvsc *nv, struct vmbus_channel *primary)
         }
         nv->queues = i + 2;
     }
+    for (uint32_t i = 0; i < granted; i++)
+        vmbus_channel_release(subs[i]); /* held by the wait; an open queue's kmcl channel holds its own */
     if (nv->queues > 1) {
         mutex_lock(&nv->ctrl_mutex);
         status_t s = set_rss(nv);

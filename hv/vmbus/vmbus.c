@@ -2,13 +2,15 @@
  * vmbus: the connection, the host's channel messages, offers, the driver registry, the listing and
  * UNLOAD (contract in hv/vmbus/vmbus.h; GPADLs and channels in hv/vmbus/vmbus_channel.c).
  *
- * The SINT 2 handler runs at DISPATCH (the SynIC's DPC). It copies the message out of the slot once,
- * checks the copy (hv/vmbus/proto/vmbus_msg.c), then either hands an answer to the request waiting for it (the
- * requester runs at PASSIVE and waits on an event with a timeout) or applies an offer or rescind.
+ * The SINT 2 handler runs at DISPATCH (the SynIC's DPC) on the private copy hv/synic.c read once
+ * from the slot. It checks it (hv/vmbus/proto/vmbus_msg.c), then its row of the message table
+ * (host_msgs[] below) says what to do: hand an answer to the request waiting for it (the requester
+ * runs at PASSIVE and waits on an event with a timeout) or apply an offer or a rescind.
  */
 #include "hv/vmbus/vmbus_internal.h"
 
 #include "arch-x86_64/paging.h"
+#include "arch-x86_64/tsc.h"
 #include "hv/hv.h"
 #include "kernel/fmt.h"
 #include "kernel/log.h"
@@ -125,19 +127,75 @@ void vmbus_get_stats(struct vmbus_stats *out)
     irql_t old = spin_lock(&vmbus_bus.lock);
     *out = vmbus_bus.stats;
     spin_unlock(&vmbus_bus.lock, old);
+    out->channel_objects = vmbus_channel_object_count();
+}
+
+/* ---- the message table ---- */
+
+static void on_offer(uint32_t type, const uint8_t *m, uint32_t size);
+static void on_rescind(uint32_t type, const uint8_t *m, uint32_t size);
+static void on_all_offers(uint32_t type, const uint8_t *m, uint32_t size);
+static void on_answer(uint32_t type, const uint8_t *m, uint32_t size);
+
+/* What the guest does with each channel message a host sends: the one table that drives the SINT 2
+ * dispatch (in the manner of OpenBSD's hv_msg_dispatch[] and FreeBSD's VMBUS_CHANMSG_PROC). A row's
+ * index is its type; the type's name, minimum size and sender are the protocol's, shared with
+ * hvsim (hv/vmbus/proto/vmbus_msg.c: vmbus_msg_check runs before a row is looked at, and a
+ * guest-to-host type has no row). An answer names the request it answers and where its match keys
+ * sit (byte offsets, 0: not part of the match); outlives_rescind: the host answers it even after
+ * rescinding the channel, so a rescind does not end the wait. */
+#define AT(msg, field) ((uint8_t)offsetof(struct vmbus_msg_##msg, field))
+static const struct host_msg {
+    uint32_t answers;
+    uint8_t relid_at, key_at;
+    bool outlives_rescind;
+    void (*handle)(uint32_t type, const uint8_t *m, uint32_t size);
+} host_msgs[VMBUS_MSG_COUNT] = {
+    [VMBUS_MSG_OFFERCHANNEL] = { .handle = on_offer },
+    [VMBUS_MSG_RESCIND_CHANNELOFFER] = { .handle = on_rescind },
+    [VMBUS_MSG_ALLOFFERS_DELIVERED] = { .answers = VMBUS_MSG_REQUESTOFFERS, .handle = on_all_offers },
+    [VMBUS_MSG_VERSION_RESPONSE] = { .answers = VMBUS_MSG_INITIATE_CONTACT, .handle = on_answer },
+    [VMBUS_MSG_OPENCHANNEL_RESULT] = { VMBUS_MSG_OPENCHANNEL, AT(open_result, child_relid), AT(open_result, open_id),
+                                       false, on_answer },
+    [VMBUS_MSG_GPADL_CREATED] = { VMBUS_MSG_GPADL_HEADER, AT(gpadl_created, child_relid), AT(gpadl_created, gpadl),
+                                  true, on_answer },
+    [VMBUS_MSG_GPADL_TORNDOWN] = { VMBUS_MSG_GPADL_TEARDOWN, 0, AT(gpadl_torndown, gpadl), true, on_answer },
+    [VMBUS_MSG_UNLOAD_RESPONSE] = { .answers = VMBUS_MSG_UNLOAD, .handle = on_answer },
+    [VMBUS_MSG_MODIFYCHANNEL_RESPONSE] = { VMBUS_MSG_MODIFYCHANNEL, AT(modify_channel_response, child_relid), 0,
+                                           false, on_answer },
+};
+#undef AT
+
+/* The row of the answer to `request`, or NULL. */
+static const struct host_msg *answer_to(uint32_t request)
+{
+    for (uint32_t t = 0; t < VMBUS_MSG_COUNT; t++)
+        if (host_msgs[t].answers == request && host_msgs[t].handle)
+            return &host_msgs[t];
+    return NULL;
+}
+
+static uint32_t key_at(const uint8_t *m, uint8_t at)
+{
+    uint32_t v = 0;
+    if (at)
+        memcpy(&v, m + at, sizeof v); /* within the message: vmbus_msg_check saw its minimum size */
+    return v;
 }
 
 /* ---- requests ---- */
 
-void vmbus_request_arm(struct vmbus_request *r, uint32_t type, bool match_relid, uint32_t relid, bool match_key,
+void vmbus_request_arm(struct vmbus_request *r, uint32_t request, bool match_relid, uint32_t relid, bool match_key,
                        uint32_t key)
 {
     memset(r, 0, sizeof *r);
-    r->type = type;
+    const struct host_msg *a = answer_to(request);
+    r->request = request;
     r->match_relid = match_relid;
     r->relid = relid;
     r->match_key = match_key;
     r->key = key;
+    r->outlives_rescind = a && a->outlives_rescind;
     event_init(&r->done, EVENT_NOTIFICATION, false);
     irql_t old = spin_lock(&vmbus_bus.lock);
     list_push_back(&vmbus_bus.requests, &r->link);
@@ -178,7 +236,7 @@ void vmbus_cancel_requests_locked(uint32_t relid)
     while (n != &vmbus_bus.requests) {
         struct vmbus_request *r = container_of(n, struct vmbus_request, link);
         n = n->next;
-        if (r->match_relid && r->relid == relid) {
+        if (r->match_relid && r->relid == relid && !r->outlives_rescind) {
             list_remove(&r->link);
             r->cancelled = true;
             event_set(&r->done);
@@ -186,38 +244,13 @@ void vmbus_cancel_requests_locked(uint32_t relid)
     }
 }
 
-/* The keys an answer carries (message already checked for its type's size). */
-static void answer_keys(uint32_t type, const uint8_t *m, uint32_t *relid, uint32_t *key)
-{
-    *relid = *key = 0;
-    switch (type) {
-    case VMBUS_MSG_GPADL_CREATED:
-        *relid = ((const struct vmbus_msg_gpadl_created *)m)->child_relid;
-        *key = ((const struct vmbus_msg_gpadl_created *)m)->gpadl;
-        break;
-    case VMBUS_MSG_GPADL_TORNDOWN:
-        *key = ((const struct vmbus_msg_gpadl_torndown *)m)->gpadl;
-        break;
-    case VMBUS_MSG_OPENCHANNEL_RESULT:
-        *relid = ((const struct vmbus_msg_open_result *)m)->child_relid;
-        *key = ((const struct vmbus_msg_open_result *)m)->open_id;
-        break;
-    case VMBUS_MSG_MODIFYCHANNEL_RESPONSE:
-        *relid = ((const struct vmbus_msg_modify_channel_response *)m)->child_relid;
-        break;
-    default:
-        break;
-    }
-}
-
 /* Hands an answer to its request; false if nobody asked (with the bus lock held). */
-static bool complete_request_locked(uint32_t type, const uint8_t *m, uint32_t size)
+static bool complete_request_locked(const struct host_msg *row, const uint8_t *m, uint32_t size)
 {
-    uint32_t relid, key;
-    answer_keys(type, m, &relid, &key);
+    uint32_t relid = key_at(m, row->relid_at), key = key_at(m, row->key_at);
     for (struct list *n = vmbus_bus.requests.next; n != &vmbus_bus.requests; n = n->next) {
         struct vmbus_request *r = container_of(n, struct vmbus_request, link);
-        if (r->type != type || (r->match_relid && r->relid != relid) || (r->match_key && r->key != key))
+        if (r->request != row->answers || (r->match_relid && r->relid != relid) || (r->match_key && r->key != key))
             continue;
         list_remove(&r->link);
         memcpy(r->answer, m, size);
@@ -240,7 +273,7 @@ status_t vmbus_post(const void *msg, uint32_t size)
     return STATUS_DEVICE_ERROR;
 }
 
-/* ---- offers and rescinds (DISPATCH, bus lock held) ---- */
+/* ---- offers and rescinds (DISPATCH) ---- */
 
 static struct vmbus_channel *find_primary_locked(const struct vmbus_offer *o)
 {
@@ -277,7 +310,7 @@ static const char *take_offer_locked(const struct vmbus_msg_offer_channel *m)
         if (!primary)
             return "sub-channel without its primary channel";
     }
-    struct vmbus_channel *ch = kzalloc(sizeof *ch);
+    struct vmbus_channel *ch = vmbus_channel_new();
     if (!ch)
         return "out of memory";
     ch->relid = relid;
@@ -285,6 +318,8 @@ static const char *take_offer_locked(const struct vmbus_msg_offer_channel *m)
     ch->connection_id = m->connection_id;
     ch->sub_index = m->offer.sub_channel_index;
     ch->primary = primary;
+    if (primary)
+        vmbus_channel_hold(primary); /* vmbus_channel_primary() is valid while ch is */
     ch->dedicated_interrupt = m->is_dedicated_interrupt & 1;
     if (m->monitor_allocated & 1) {
         if (m->monitor_id < VMBUS_MONITOR_IDS) {
@@ -305,8 +340,10 @@ static const char *take_offer_locked(const struct vmbus_msg_offer_channel *m)
     return NULL;
 }
 
-static void on_offer(const uint8_t *m)
+static void on_offer(uint32_t type, const uint8_t *m, uint32_t size)
 {
+    (void)type;
+    (void)size;
     const struct vmbus_msg_offer_channel *o = (const void *)m;
     irql_t old = spin_lock(&vmbus_bus.lock);
     const char *why = take_offer_locked(o);
@@ -324,8 +361,11 @@ static void on_offer(const uint8_t *m)
                 o->child_relid);
 }
 
-static void on_rescind(uint32_t relid)
+static void on_rescind(uint32_t type, const uint8_t *m, uint32_t size)
 {
+    (void)type;
+    (void)size;
+    uint32_t relid = ((const struct vmbus_msg_relid *)m)->child_relid;
     irql_t old = spin_lock(&vmbus_bus.lock);
     struct vmbus_channel *ch = relid && relid <= VMBUS_MAX_RELID ? vmbus_bus.by_relid[relid] : NULL;
     if (!ch || ch->released || ch->rescinded) {
@@ -336,82 +376,74 @@ static void on_rescind(uint32_t relid)
         return;
     }
     vmbus_bus.stats.rescinds++;
+    vmbus_channel_hold(ch); /* for the callback and the release below, whatever its holders do meanwhile */
     const char *name = vmbus_channel_type_name(ch);
-    const struct vmbus_driver *drv = ch->driver;
-    bool busy = ch->state != VMBUS_CH_OFFERED;
-    bool release_now = vmbus_channel_rescind_locked(ch) != 0; /* then ch is gone */
+    /* A sub-channel belongs to its primary's driver (vmbus.h struct vmbus_driver). */
+    const struct vmbus_driver *drv = ch->driver ? ch->driver : ch->primary ? ch->primary->driver : NULL;
+    bool busy = ch->state != VMBUS_CH_OFFERED, bound = ch->driver != NULL;
+    vmbus_channel_rescind_locked(ch);
     spin_unlock(&vmbus_bus.lock, old);
-    pr_info("vmbus: host rescinded relid %u (%s%s)", relid, name,
-            release_now ? ", released at once"
-            : drv  ? ", released when its driver closes it"
-            : busy ? ", released when its open or close finishes"
-                   : "");
     if (drv && drv->rescind)
         drv->rescind(ch);
-    if (release_now)
-        vmbus_send_relid_released(relid);
+    bool released = vmbus_channel_settle(ch);
+    pr_info("vmbus: host rescinded relid %u (%s%s)", relid, name,
+            released ? ", released at once"
+            : bound  ? ", released when its driver closes it"
+            : busy   ? ", released when its open or close finishes"
+                     : ", released when its GPADLs are gone");
     event_set(&vmbus_bus.offers_changed);
+    vmbus_channel_release(ch);
+}
+
+static void on_all_offers(uint32_t type, const uint8_t *m, uint32_t size)
+{
+    (void)type;
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    vmbus_bus.offers_done = true;
+    (void)complete_request_locked(&host_msgs[VMBUS_MSG_ALLOFFERS_DELIVERED], m, size); /* vmbus_init may wait */
+    spin_unlock(&vmbus_bus.lock, old);
+}
+
+static void on_answer(uint32_t type, const uint8_t *m, uint32_t size)
+{
+    const struct host_msg *row = &host_msgs[type];
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    bool asked = complete_request_locked(row, m, size);
+    uint64_t n = asked ? 0 : ++vmbus_bus.stats.dropped_unasked;
+    spin_unlock(&vmbus_bus.lock, old);
+    if (!asked && worth_logging(n))
+        pr_warn("vmbus: %s (relid %u, id %#x) that nobody asked for: dropped", vmbus_msg_name(type),
+                key_at(m, row->relid_at), key_at(m, row->key_at));
 }
 
 /* ---- the SINT 2 handler (DISPATCH) ---- */
 
-static status_t on_message(void *ctx, uint32_t cpu, const struct hv_message *slot)
+/* msg is the SynIC layer's private copy of the slot (hv/synic.c reads each slot once), so what is
+ * checked here is what the handlers act on. */
+static status_t on_message(void *ctx, uint32_t cpu, const struct hv_message *msg)
 {
     (void)ctx;
     (void)cpu;
-    uint8_t m[HV_MESSAGE_PAYLOAD_MAX];
-    uint32_t size = slot->header.payload_size;
-    if (size > sizeof m)
-        size = sizeof m; /* the SynIC layer already dropped larger ones */
-    memcpy(m, (const void *)slot->payload, size); /* once: the checks below see what we act on */
+    const uint8_t *m = msg->payload;
+    uint32_t size = msg->header.payload_size; /* <= 240: checked by hv_slot_check */
     uint32_t type = 0;
     const char *why = vmbus_msg_check(m, size, &type);
+    const struct host_msg *row = why ? NULL : &host_msgs[type]; /* checked: a known type, < VMBUS_MSG_COUNT */
+    if (row && !vmbus_msg_from_host(type))
+        why = "a guest-to-host message type";
+    else if (row && !row->handle)
+        why = "a host message this guest does not handle";
     irql_t old = spin_lock(&vmbus_bus.lock);
     vmbus_bus.stats.messages++;
-    if (!why) {
-        switch (type) {
-        case VMBUS_MSG_OFFERCHANNEL:
-        case VMBUS_MSG_RESCIND_CHANNELOFFER:
-            break;
-        case VMBUS_MSG_ALLOFFERS_DELIVERED:
-            vmbus_bus.offers_done = true;
-            __attribute__((fallthrough)); /* someone may be waiting for it */
-        case VMBUS_MSG_VERSION_RESPONSE:
-        case VMBUS_MSG_OPENCHANNEL_RESULT:
-        case VMBUS_MSG_GPADL_CREATED:
-        case VMBUS_MSG_GPADL_TORNDOWN:
-        case VMBUS_MSG_UNLOAD_RESPONSE:
-        case VMBUS_MSG_MODIFYCHANNEL_RESPONSE:
-            if (!complete_request_locked(type, m, size) && type != VMBUS_MSG_ALLOFFERS_DELIVERED) {
-                uint64_t n = ++vmbus_bus.stats.dropped_unasked;
-                spin_unlock(&vmbus_bus.lock, old);
-                uint32_t relid, key;
-                answer_keys(type, m, &relid, &key);
-                if (worth_logging(n))
-                    pr_warn("vmbus: %s (relid %u, id %#x) that nobody asked for: dropped", vmbus_msg_name(type), relid,
-                            key);
-                return STATUS_OK;
-            }
-            spin_unlock(&vmbus_bus.lock, old);
-            return STATUS_OK;
-        default:
-            why = "a guest-to-host message type";
-            break;
-        }
-    }
+    uint64_t n = why ? ++vmbus_bus.stats.dropped_bad : 0;
+    spin_unlock(&vmbus_bus.lock, old);
     if (why) {
-        uint64_t n = ++vmbus_bus.stats.dropped_bad;
-        spin_unlock(&vmbus_bus.lock, old);
         if (worth_logging(n))
             pr_warn("vmbus: host message dropped: %s (type %u %s, %u bytes; its minimum is %u)", why, type,
                     vmbus_msg_name(type), size, vmbus_msg_min_size(type));
         return STATUS_OK;
     }
-    spin_unlock(&vmbus_bus.lock, old);
-    if (type == VMBUS_MSG_OFFERCHANNEL)
-        on_offer(m);
-    else
-        on_rescind(((const struct vmbus_msg_relid *)m)->child_relid);
+    row->handle(type, m, size);
     return STATUS_OK;
 }
 
@@ -437,7 +469,7 @@ static status_t contact(uint32_t version, uint32_t conn, uint16_t *hv_status, st
         m.target_info = VMBUS_TARGET_INFO(VMBUS_MESSAGE_SINT, 0, 0);
     else
         m.target_info = virt_to_phys(vmbus_bus.int_page);
-    vmbus_request_arm(r, VMBUS_MSG_VERSION_RESPONSE, false, 0, false, 0);
+    vmbus_request_arm(r, VMBUS_MSG_INITIATE_CONTACT, false, 0, false, 0);
     *hv_status = hv_post_message(conn, HV_MESSAGE_VMBUS, &m, sizeof m);
     if (*hv_status != HV_STATUS_SUCCESS) {
         vmbus_request_disarm(r);
@@ -519,8 +551,13 @@ static void reset_state(void)
     list_init(&all);
     while (!list_empty(&vmbus_bus.channels)) {
         struct list *n = vmbus_bus.channels.next;
+        struct vmbus_channel *ch = (struct vmbus_channel *)n;
         list_remove(n);
         list_push_back(&all, n);
+        /* The connection took every relid with it: the channel reads as rescinded and released;
+         * its holders keep their references. */
+        __atomic_store_n(&ch->rescinded, true, __ATOMIC_RELEASE);
+        ch->released = true;
     }
     memset(vmbus_bus.by_relid, 0, sizeof vmbus_bus.by_relid);
     vmbus_bus.connected = false;
@@ -538,9 +575,17 @@ static void reset_state(void)
     vmbus_bus.int_page = NULL;
     vmbus_bus.monitor_pages = NULL;
     while (!list_empty(&all)) {
-        struct list *n = all.next;
-        list_remove(n);
-        kfree(n);
+        struct vmbus_channel *ch = (struct vmbus_channel *)all.next;
+        list_remove(&ch->link);
+        dpc_cancel(&ch->held_dpc);
+        old = spin_lock(&vmbus_bus.lock);
+        bool bound = ch->driver != NULL;
+        if (bound)
+            vmbus_channel_unbind_locked(ch); /* no remove(): the bus is gone */
+        spin_unlock(&vmbus_bus.lock, old);
+        if (bound)
+            vmbus_channel_release(ch);
+        vmbus_channel_release(ch); /* the table's */
     }
 }
 
@@ -569,7 +614,7 @@ status_t vmbus_unload(void)
         return STATUS_INVALID_STATE;
     struct vmbus_msg_header m = { .type = VMBUS_MSG_UNLOAD };
     struct vmbus_request r;
-    vmbus_request_arm(&r, VMBUS_MSG_UNLOAD_RESPONSE, false, 0, false, 0);
+    vmbus_request_arm(&r, VMBUS_MSG_UNLOAD, false, 0, false, 0);
     status_t s = vmbus_post(&m, sizeof m);
     if (s == STATUS_OK)
         s = vmbus_request_wait(&r, "UNLOAD");
@@ -629,7 +674,7 @@ status_t vmbus_init(uint32_t max_version)
 
     struct vmbus_msg_header m = { .type = VMBUS_MSG_REQUESTOFFERS };
     struct vmbus_request r;
-    vmbus_request_arm(&r, VMBUS_MSG_ALLOFFERS_DELIVERED, false, 0, false, 0);
+    vmbus_request_arm(&r, VMBUS_MSG_REQUESTOFFERS, false, 0, false, 0);
     s = vmbus_post(&m, sizeof m);
     if (s == STATUS_OK)
         s = vmbus_request_wait(&r, "REQUESTOFFERS with ALLOFFERS_DELIVERED");
@@ -697,6 +742,7 @@ static struct vmbus_channel *next_unbound(const struct vmbus_driver *d, uint32_t
         if (ch->relid > after && !ch->driver && !ch->primary && !ch->rescinded &&
             vmbus_guid_equal(&ch->offer.if_type, &d->type)) {
             ch->driver = d; /* claimed: nobody else probes it meanwhile */
+            vmbus_channel_hold(ch); /* the bound driver's reference */
             found = ch;
             break;
         }
@@ -742,11 +788,10 @@ static void probe_all(const struct vmbus_driver *d)
             pr_warn("vmbus: driver %s failed to probe relid %u: %s (the channel stays unbound)", d->name, ch->relid,
                     status_name(s));
             irql_t old = spin_lock(&vmbus_bus.lock);
-            ch->driver = NULL;
-            uint32_t released = vmbus_channel_release_locked(ch); /* rescinded meanwhile: gone */
+            vmbus_channel_unbind_locked(ch);
             spin_unlock(&vmbus_bus.lock, old);
-            if (released)
-                vmbus_send_relid_released(released);
+            vmbus_channel_settle(ch); /* rescinded meanwhile: its relid goes back now */
+            vmbus_channel_release(ch);
         } else {
             pr_info("vmbus: driver %s bound to relid %u", d->name, ch->relid);
         }
@@ -762,6 +807,7 @@ void vmbus_driver_unregister(const struct vmbus_driver *d)
         for (struct list *n = vmbus_bus.channels.next; n != &vmbus_bus.channels; n = n->next)
             if (((struct vmbus_channel *)n)->driver == d) {
                 ch = (struct vmbus_channel *)n;
+                vmbus_channel_hold(ch); /* remove() may close a rescinded ch, which unbinds it */
                 break;
             }
         spin_unlock(&vmbus_bus.lock, old);
@@ -770,11 +816,14 @@ void vmbus_driver_unregister(const struct vmbus_driver *d)
         if (d->remove)
             d->remove(ch);
         old = spin_lock(&vmbus_bus.lock);
-        ch->driver = NULL;
-        uint32_t released = vmbus_channel_release_locked(ch);
+        bool bound = ch->driver == d;
+        if (bound)
+            vmbus_channel_unbind_locked(ch);
         spin_unlock(&vmbus_bus.lock, old);
-        if (released)
-            vmbus_send_relid_released(released);
+        vmbus_channel_settle(ch);
+        if (bound)
+            vmbus_channel_release(ch); /* the driver's */
+        vmbus_channel_release(ch);
     }
     for (int i = 0; i < VMBUS_MAX_DRIVERS; i++)
         if (drivers[i] == d)
@@ -785,36 +834,42 @@ status_t vmbus_channel_wait_sub_channels(struct vmbus_channel *primary, uint32_t
 {
     IRQL_ASSERT_MAX(IRQL_PASSIVE);
     uint32_t ms = vmbus_bus.timeout_ms ? vmbus_bus.timeout_ms : VMBUS_DEFAULT_TIMEOUT_MS;
-    uint64_t waited_ms = 0;
+    /* A deadline, not a quiet period: offers and rescinds of other channels wake the wait but do not
+     * extend it. */
+    uint64_t deadline = tsc_ns_since_boot() + (uint64_t)ms * 1000000ull;
     for (;;) {
-        event_reset(&vmbus_bus.offers_changed);
+        event_reset(&vmbus_bus.offers_changed); /* an offer from here on sets it again */
         irql_t old = spin_lock(&vmbus_bus.lock);
         uint32_t have = 0;
         for (uint32_t idx = 1; have < count && idx <= 0xffff; idx++) {
-            struct vmbus_channel *found = NULL;
+            struct vmbus_channel *sub = NULL;
             for (struct list *n = vmbus_bus.channels.next; n != &vmbus_bus.channels; n = n->next) {
                 struct vmbus_channel *c = (struct vmbus_channel *)n;
                 if (c->primary == primary && c->sub_index == idx && !c->rescinded)
-                    found = c;
+                    sub = c;
             }
-            if (!found)
+            if (!sub)
                 break;
             if (subs)
-                subs[have] = found;
+                subs[have] = sub;
             have++;
         }
+        if (have >= count && subs)
+            for (uint32_t i = 0; i < count; i++)
+                vmbus_channel_hold(subs[i]); /* the caller's, until vmbus_channel_release */
+        bool rescinded = primary->rescinded;
         spin_unlock(&vmbus_bus.lock, old);
         if (have >= count)
             return STATUS_OK;
-        if (primary->rescinded)
+        if (rescinded)
             return STATUS_CANCELLED;
-        if (waited_ms >= ms) {
-            pr_err("vmbus: host did not offer %u sub-channels of relid %u in %u s (has %u)", count, primary->relid,
-                   ms / 1000, have);
+        uint64_t now = tsc_ns_since_boot();
+        if (now >= deadline) {
+            pr_err("vmbus: host did not offer %u sub-channels of relid %u in %u.%u s (has %u)", count, primary->relid,
+                   ms / 1000, ms % 1000 / 100, have);
             return STATUS_TIMEOUT;
         }
-        /* Woken by every offer; re-checked in slices so a timeout is never missed. */
-        if (event_wait(&vmbus_bus.offers_changed, 50ull * 1000000) == STATUS_TIMEOUT)
-            waited_ms += 50;
+        status_t w = event_wait(&vmbus_bus.offers_changed, deadline - now); /* woken by every offer and rescind */
+        (void)w; /* the loop looks again either way */
     }
 }

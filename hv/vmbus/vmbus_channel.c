@@ -13,29 +13,103 @@
 #include "kernel/string.h"
 #include "kernel/thread.h"
 
+/* ---- the channel object and its references ---- */
+
+static uint32_t channel_objects; /* atomic: struct vmbus_channel in memory (vmbus_stats.channel_objects) */
+
+uint32_t vmbus_channel_object_count(void)
+{
+    return __atomic_load_n(&channel_objects, __ATOMIC_RELAXED);
+}
+
+struct vmbus_channel *vmbus_channel_new(void)
+{
+    struct vmbus_channel *ch = kzalloc(sizeof *ch);
+    if (!ch)
+        return NULL;
+    ch->refs = 1; /* the relid table's */
+    __atomic_add_fetch(&channel_objects, 1, __ATOMIC_RELAXED);
+    return ch;
+}
+
+void vmbus_channel_hold(struct vmbus_channel *ch)
+{
+    __atomic_add_fetch(&ch->refs, 1, __ATOMIC_RELAXED);
+}
+
+void vmbus_channel_release(struct vmbus_channel *ch)
+{
+    if (__atomic_sub_fetch(&ch->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    /* Nobody can find it any more: it left the table when its relid was released. */
+    struct vmbus_channel *primary = ch->primary;
+    dpc_cancel(&ch->held_dpc);
+    kfree(ch);
+    __atomic_sub_fetch(&channel_objects, 1, __ATOMIC_RELAXED);
+    if (primary)
+        vmbus_channel_release(primary); /* a sub-channel's reference on its primary */
+}
+
 /* ---- GPADLs ---- */
 
-static uint32_t new_gpadl_handle(void)
+static uint32_t new_gpadl_handle_locked(void)
 {
-    irql_t old = spin_lock(&vmbus_bus.lock);
     uint32_t h = vmbus_bus.next_gpadl++;
     if (h == 0)
         h = vmbus_bus.next_gpadl++; /* 0 is "no GPADL" */
-    spin_unlock(&vmbus_bus.lock, old);
     return h;
 }
 
-status_t vmbus_gpadl_create(struct vmbus_channel *ch, void *buf, size_t bytes, uint32_t *handle)
+/* The GPADL is gone from the guest's view (torn down, refused, or given up on). */
+static void gpadl_gone(struct vmbus_channel *ch, bool leaked)
 {
-    IRQL_ASSERT_MAX(IRQL_PASSIVE);
-    if (!vmbus_bus.connected)
-        return STATUS_INVALID_STATE;
-    if (!buf || ((uintptr_t)buf & 4095) || !bytes || (bytes & 4095) || bytes / 4096 > VMBUS_GPADL_MAX_PAGES)
-        return STATUS_INVALID_PARAMETER;
-    if (vmbus_channel_rescinded(ch))
-        return STATUS_CANCELLED;
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    if (ch->gpadls)
+        ch->gpadls--;
+    if (leaked)
+        vmbus_bus.stats.leaked_gpadls++;
+    spin_unlock(&vmbus_bus.lock, old);
+}
+
+/* GPADL_TEARDOWN and its answer. The GPADL leaves the relid's count when the host confirmed it or
+ * the guest gave up (a timeout: the pages are the host's then). */
+static status_t teardown(struct vmbus_channel *ch, uint32_t handle)
+{
+    struct vmbus_msg_gpadl_teardown m = { .hdr.type = VMBUS_MSG_GPADL_TEARDOWN, .child_relid = ch->relid,
+                                          .gpadl = handle };
+    struct vmbus_request r;
+    /* Keyed by handle only (GPADL_TORNDOWN carries no relid); the host answers it after a rescind too. */
+    vmbus_request_arm(&r, VMBUS_MSG_GPADL_TEARDOWN, false, 0, true, handle);
+    status_t s = vmbus_post(&m, sizeof m);
+    if (s != STATUS_OK) {
+        vmbus_request_disarm(&r);
+        return s; /* never sent: the GPADL is still live */
+    }
+    char what[64];
+    fmt_snprintf(what, sizeof what, "GPADL_TEARDOWN of GPADL %#x (relid %u)", handle, ch->relid);
+    s = vmbus_request_wait(&r, what);
+    if (s == STATUS_OK) {
+        irql_t old = spin_lock(&vmbus_bus.lock);
+        vmbus_bus.stats.gpadls_torn_down++;
+        vmbus_bus.stats.gpadls_live--;
+        spin_unlock(&vmbus_bus.lock, old);
+    }
+    gpadl_gone(ch, s != STATUS_OK);
+    return s;
+}
+
+/* GPADL_HEADER (+ GPADL_BODY ...) and the host's GPADL_CREATED (vmbus.h vmbus_gpadl_create). */
+static status_t gpadl_create(struct vmbus_channel *ch, void *buf, size_t bytes, uint32_t *handle)
+{
     uint32_t pages = (uint32_t)(bytes / 4096);
-    uint32_t h = new_gpadl_handle();
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    bool rescinded = ch->rescinded;
+    uint32_t h = rescinded ? 0 : new_gpadl_handle_locked();
+    if (!rescinded)
+        ch->gpadls++; /* from the header on, the relid is in use until the host answered */
+    spin_unlock(&vmbus_bus.lock, old);
+    if (rescinded)
+        return STATUS_CANCELLED;
     uint8_t msg[HV_MESSAGE_PAYLOAD_MAX];
     struct vmbus_msg_gpadl_header *hdr = (void *)msg;
     uint32_t first = pages < VMBUS_GPADL_HEADER_PFNS ? pages : (uint32_t)VMBUS_GPADL_HEADER_PFNS;
@@ -43,7 +117,7 @@ status_t vmbus_gpadl_create(struct vmbus_channel *ch, void *buf, size_t bytes, u
     hdr->hdr.type = VMBUS_MSG_GPADL_HEADER;
     hdr->child_relid = ch->relid;
     hdr->gpadl = h;
-    hdr->range_buflen = (uint16_t)(8 + 8 * pages); /* pages <= 8192: fits */
+    hdr->range_buflen = (uint16_t)(8 + 8 * pages); /* pages <= VMBUS_GPADL_MAX_PAGES: fits (vmbus_proto.h) */
     hdr->range_count = 1;
     hdr->byte_count = (uint32_t)bytes;
     hdr->byte_offset = 0;
@@ -52,7 +126,7 @@ status_t vmbus_gpadl_create(struct vmbus_channel *ch, void *buf, size_t bytes, u
         memcpy(msg + sizeof *hdr + 8 * i, &pfn, 8);
     }
     struct vmbus_request r;
-    vmbus_request_arm(&r, VMBUS_MSG_GPADL_CREATED, true, ch->relid, true, h);
+    vmbus_request_arm(&r, VMBUS_MSG_GPADL_HEADER, true, ch->relid, true, h);
     status_t s = vmbus_post(msg, (uint32_t)sizeof *hdr + 8 * first);
     for (uint32_t done = first, number = 1; s == STATUS_OK && done < pages; number++) {
         struct vmbus_msg_gpadl_body *body = (void *)msg;
@@ -70,30 +144,56 @@ status_t vmbus_gpadl_create(struct vmbus_channel *ch, void *buf, size_t bytes, u
     }
     if (s != STATUS_OK) {
         vmbus_request_disarm(&r);
+        gpadl_gone(ch, false);
         return s;
     }
     char what[80];
     fmt_snprintf(what, sizeof what, "GPADL_HEADER for relid %u (GPADL %#x, %u pages)", ch->relid, h, pages);
+    /* A rescind does not end this wait: the host still answers the GPADL (OpenVMM refuses one that
+     * completes on a revoked channel), and until it has, it may hold the pages. */
     s = vmbus_request_wait(&r, what);
-    if (s == STATUS_OK) {
-        uint32_t status = ((const struct vmbus_msg_gpadl_created *)r.answer)->status;
-        if (status != 0) {
-            pr_err("vmbus: host refused GPADL %#x (%u pages) for relid %u: status %#x", h, pages, ch->relid, status);
-            return STATUS_DEVICE_ERROR;
-        }
-        irql_t old = spin_lock(&vmbus_bus.lock);
-        vmbus_bus.stats.gpadls_created++;
-        vmbus_bus.stats.gpadls_live++;
-        spin_unlock(&vmbus_bus.lock, old);
-        *handle = h;
-        return STATUS_OK;
+    if (s != STATUS_OK) {
+        gpadl_gone(ch, true);
+        pr_warn("vmbus: GPADL %#x of relid %u in an unknown state (%s): its %u pages are left to the host", h,
+                ch->relid, status_name(s), pages);
+        return s;
     }
-    /* No answer (or rescinded meanwhile): the host may hold the pages; the caller must not reuse them. */
-    irql_t old = spin_lock(&vmbus_bus.lock);
-    vmbus_bus.stats.leaked_gpadls++;
+    uint32_t status = ((const struct vmbus_msg_gpadl_created *)r.answer)->status;
+    if (status != 0) {
+        gpadl_gone(ch, false);
+        if (vmbus_channel_rescinded(ch)) {
+            pr_info("vmbus: relid %u was rescinded while GPADL %#x was being created: the host refused it", ch->relid,
+                    h);
+            return STATUS_CANCELLED;
+        }
+        pr_err("vmbus: host refused GPADL %#x (%u pages) for relid %u: status %#x", h, pages, ch->relid, status);
+        return STATUS_DEVICE_ERROR;
+    }
+    old = spin_lock(&vmbus_bus.lock);
+    vmbus_bus.stats.gpadls_created++;
+    vmbus_bus.stats.gpadls_live++;
     spin_unlock(&vmbus_bus.lock, old);
-    pr_warn("vmbus: GPADL %#x of relid %u in an unknown state (%s): its %u pages are left to the host", h, ch->relid,
-            status_name(s), pages);
+    if (vmbus_channel_rescinded(ch)) {
+        /* Created after all, for a channel that is gone: take the pages back before saying so. */
+        pr_info("vmbus: relid %u was rescinded while GPADL %#x was being created: tearing it down", ch->relid, h);
+        s = teardown(ch, h);
+        return s == STATUS_OK ? STATUS_CANCELLED : s;
+    }
+    *handle = h;
+    return STATUS_OK;
+}
+
+status_t vmbus_gpadl_create(struct vmbus_channel *ch, void *buf, size_t bytes, uint32_t *handle)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    if (!vmbus_bus.connected)
+        return STATUS_INVALID_STATE;
+    if (!buf || ((uintptr_t)buf & 4095) || !bytes || (bytes & 4095) || bytes / 4096 > VMBUS_GPADL_MAX_PAGES)
+        return STATUS_INVALID_PARAMETER;
+    vmbus_channel_hold(ch);
+    status_t s = gpadl_create(ch, buf, bytes, handle);
+    vmbus_channel_settle(ch); /* a rescinded channel may be done with its relid now */
+    vmbus_channel_release(ch);
     return s;
 }
 
@@ -102,63 +202,48 @@ status_t vmbus_gpadl_destroy(struct vmbus_channel *ch, uint32_t handle)
     IRQL_ASSERT_MAX(IRQL_PASSIVE);
     if (!vmbus_bus.connected)
         return STATUS_INVALID_STATE;
-    struct vmbus_msg_gpadl_teardown m = { .hdr.type = VMBUS_MSG_GPADL_TEARDOWN, .child_relid = ch->relid,
-                                          .gpadl = handle };
-    struct vmbus_request r;
-    /* Keyed by handle only: a rescind of the channel does not cancel a teardown the host still answers. */
-    vmbus_request_arm(&r, VMBUS_MSG_GPADL_TORNDOWN, false, 0, true, handle);
-    status_t s = vmbus_post(&m, sizeof m);
-    if (s != STATUS_OK) {
-        vmbus_request_disarm(&r);
-        return s;
-    }
-    char what[64];
-    fmt_snprintf(what, sizeof what, "GPADL_TEARDOWN of GPADL %#x (relid %u)", handle, ch->relid);
-    s = vmbus_request_wait(&r, what);
-    irql_t old = spin_lock(&vmbus_bus.lock);
-    if (s == STATUS_OK) {
-        vmbus_bus.stats.gpadls_torn_down++;
-        vmbus_bus.stats.gpadls_live--;
-    } else {
-        vmbus_bus.stats.leaked_gpadls++;
-    }
-    spin_unlock(&vmbus_bus.lock, old);
+    vmbus_channel_hold(ch);
+    status_t s = teardown(ch, handle);
+    vmbus_channel_settle(ch);
+    vmbus_channel_release(ch);
     return s;
 }
 
-/* ---- rescind and release ---- */
+/* ---- rescind and the relid's release ---- */
 
-uint32_t vmbus_channel_release_locked(struct vmbus_channel *ch)
-{
-    if (!ch->rescinded || ch->state != VMBUS_CH_OFFERED || ch->released)
-        return 0;
-    uint32_t relid = ch->relid;
-    ch->released = true;
-    list_remove(&ch->link);
-    if (vmbus_bus.by_relid[relid] == ch)
-        vmbus_bus.by_relid[relid] = NULL;
-    vmbus_bus.stats.channels--;
-    if (ch->primary && ch->primary->sub_count)
-        ch->primary->sub_count--;
-    for (struct list *n = vmbus_bus.channels.next; n != &vmbus_bus.channels; n = n->next)
-        if (((struct vmbus_channel *)n)->primary == ch)
-            ((struct vmbus_channel *)n)->primary = NULL; /* orphaned sub-channels stay until rescinded */
-    kfree(ch);
-    return relid;
-}
-
-uint32_t vmbus_channel_rescind_locked(struct vmbus_channel *ch)
+void vmbus_channel_rescind_locked(struct vmbus_channel *ch)
 {
     __atomic_store_n(&ch->rescinded, true, __ATOMIC_RELEASE);
     vmbus_cancel_requests_locked(ch->relid);
-    return ch->driver ? 0 : vmbus_channel_release_locked(ch); /* else its driver's close releases it */
 }
 
-void vmbus_send_relid_released(uint32_t relid)
+void vmbus_channel_unbind_locked(struct vmbus_channel *ch)
 {
+    ch->driver = NULL; /* driver_ctx stays: the driver may still read it through its own reference */
+}
+
+bool vmbus_channel_settle(struct vmbus_channel *ch)
+{
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    bool done = ch->rescinded && !ch->released && ch->state == VMBUS_CH_OFFERED && !ch->gpadls && !ch->driver;
+    uint32_t relid = ch->relid;
+    if (done) {
+        ch->released = true;
+        list_remove(&ch->link);
+        if (vmbus_bus.by_relid[relid] == ch)
+            vmbus_bus.by_relid[relid] = NULL;
+        vmbus_bus.stats.channels--;
+        if (ch->primary && ch->primary->sub_count)
+            ch->primary->sub_count--;
+    }
+    spin_unlock(&vmbus_bus.lock, old);
+    if (!done)
+        return false;
     struct vmbus_msg_relid m = { .hdr.type = VMBUS_MSG_RELID_RELEASED, .child_relid = relid };
     if (vmbus_post(&m, sizeof m) != STATUS_OK)
         pr_warn("vmbus: RELID_RELEASED for relid %u not sent: the host keeps the relid", relid);
+    vmbus_channel_release(ch); /* the table's reference */
+    return true;
 }
 
 /* ---- open and close ---- */
@@ -174,17 +259,9 @@ static void deliver_held_interrupt(struct dpc *d, void *ctx)
     vmbus_channel_interrupt((uint32_t)(uintptr_t)ctx);
 }
 
-status_t vmbus_channel_open(struct vmbus_channel *ch, const struct vmbus_open_params *p)
+static status_t open_channel(struct vmbus_channel *ch, const struct vmbus_open_params *p, uint32_t out_pages,
+                             uint32_t pages)
 {
-    IRQL_ASSERT_MAX(IRQL_PASSIVE);
-    if (!is_ring_size(p->out_ring_bytes) || !is_ring_size(p->in_ring_bytes) || p->user_data_len > VMBUS_OFFER_USER_DEFINED ||
-        (p->user_data_len && !p->user_data) || p->target_cpu >= MAX_CPUS || !cpus[p->target_cpu] ||
-        !cpus[p->target_cpu]->online)
-        return STATUS_INVALID_PARAMETER;
-    uint32_t out_pages = p->out_ring_bytes / 4096, pages = out_pages + p->in_ring_bytes / 4096;
-    if (pages > VMBUS_GPADL_MAX_PAGES)
-        return STATUS_INVALID_PARAMETER;
-
     irql_t old = spin_lock(&vmbus_bus.lock);
     status_t s = STATUS_OK;
     if (!vmbus_bus.connected)
@@ -211,8 +288,8 @@ status_t vmbus_channel_open(struct vmbus_channel *ch, const struct vmbus_open_pa
     if (!ring)
         s = STATUS_NO_MEMORY;
     if (s == STATUS_OK)
-        s = vmbus_gpadl_create(ch, ring, (size_t)pages * 4096, &gpadl);
-    bool ring_lost = s == STATUS_TIMEOUT || s == STATUS_CANCELLED; /* the host may hold it */
+        s = gpadl_create(ch, ring, (size_t)pages * 4096, &gpadl);
+    bool ring_lost = s == STATUS_TIMEOUT; /* the host may hold it; CANCELLED gave it back */
     struct vmbus_request r;
     if (s == STATUS_OK) {
         struct vmbus_msg_open_channel m = {
@@ -225,7 +302,7 @@ status_t vmbus_channel_open(struct vmbus_channel *ch, const struct vmbus_open_pa
         };
         if (p->user_data_len)
             memcpy(m.user_data, p->user_data, p->user_data_len);
-        vmbus_request_arm(&r, VMBUS_MSG_OPENCHANNEL_RESULT, true, ch->relid, true, ch->open_id);
+        vmbus_request_arm(&r, VMBUS_MSG_OPENCHANNEL, true, ch->relid, true, ch->open_id);
         s = vmbus_post(&m, sizeof m);
         if (s != STATUS_OK) {
             vmbus_request_disarm(&r);
@@ -266,17 +343,11 @@ status_t vmbus_channel_open(struct vmbus_channel *ch, const struct vmbus_open_pa
     if (s != STATUS_OK) {
         if (s == STATUS_CANCELLED)
             pr_warn("vmbus: relid %u was rescinded while it was being opened", ch->relid);
-        if (gpadl && !ring_lost && vmbus_gpadl_destroy(ch, gpadl) != STATUS_OK)
+        /* The ring's GPADL keeps the relid in use until it is torn down (or given up on). */
+        if (gpadl && !ring_lost && teardown(ch, gpadl) != STATUS_OK)
             ring_lost = true;
         if (ring && !ring_lost)
             page_free(ring, pages);
-        if (ch->rescinded && !ch->driver) {
-            old = spin_lock(&vmbus_bus.lock);
-            uint32_t released = vmbus_channel_release_locked(ch); /* ch is gone if non-zero */
-            spin_unlock(&vmbus_bus.lock, old);
-            if (released)
-                vmbus_send_relid_released(released);
-        }
         return s;
     }
     pr_debug("vmbus: opened relid %u (%s): rings %u + %u KiB, GPADL %#x, interrupts on cpu%u (VP %u)", ch->relid,
@@ -292,16 +363,29 @@ status_t vmbus_channel_open(struct vmbus_channel *ch, const struct vmbus_open_pa
     return STATUS_OK;
 }
 
-status_t vmbus_channel_close(struct vmbus_channel *ch)
+status_t vmbus_channel_open(struct vmbus_channel *ch, const struct vmbus_open_params *p)
 {
     IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    if (!is_ring_size(p->out_ring_bytes) || !is_ring_size(p->in_ring_bytes) || p->user_data_len > VMBUS_OFFER_USER_DEFINED ||
+        (p->user_data_len && !p->user_data) || p->target_cpu >= MAX_CPUS || !cpus[p->target_cpu] ||
+        !cpus[p->target_cpu]->online)
+        return STATUS_INVALID_PARAMETER;
+    uint32_t out_pages = p->out_ring_bytes / 4096, pages = out_pages + p->in_ring_bytes / 4096;
+    if (pages > VMBUS_GPADL_MAX_PAGES)
+        return STATUS_INVALID_PARAMETER; /* both rings are one GPADL */
+    vmbus_channel_hold(ch); /* a rescind meanwhile releases the relid, never the memory we work on */
+    status_t s = open_channel(ch, p, out_pages, pages);
+    vmbus_channel_settle(ch);
+    vmbus_channel_release(ch);
+    return s;
+}
+
+static status_t close_channel(struct vmbus_channel *ch)
+{
     irql_t old = spin_lock(&vmbus_bus.lock);
     if (ch->state != VMBUS_CH_OPEN) {
         status_t s = ch->state == VMBUS_CH_OFFERED ? STATUS_OK : STATUS_BUSY;
-        uint32_t released = vmbus_channel_release_locked(ch); /* its holder is done with it */
         spin_unlock(&vmbus_bus.lock, old);
-        if (released)
-            vmbus_send_relid_released(released);
         return s;
     }
     __atomic_store_n(&ch->state, VMBUS_CH_CLOSING, __ATOMIC_RELEASE);
@@ -313,13 +397,13 @@ status_t vmbus_channel_close(struct vmbus_channel *ch)
         thread_yield();
 
     status_t s = STATUS_OK;
-    if (!ch->rescinded) {
+    if (!vmbus_channel_rescinded(ch)) {
         struct vmbus_msg_relid m = { .hdr.type = VMBUS_MSG_CLOSECHANNEL, .child_relid = ch->relid };
         s = vmbus_post(&m, sizeof m);
     }
     bool ring_lost = false;
     if (s == STATUS_OK) {
-        s = vmbus_gpadl_destroy(ch, ch->ring_gpadl);
+        s = teardown(ch, ch->ring_gpadl);
         ring_lost = s != STATUS_OK;
     } else {
         ring_lost = true;
@@ -336,10 +420,25 @@ status_t vmbus_channel_close(struct vmbus_channel *ch)
     ch->ring_gpadl = 0;
     __atomic_store_n(&ch->state, VMBUS_CH_OFFERED, __ATOMIC_RELEASE);
     vmbus_bus.stats.closes++;
-    uint32_t released = vmbus_channel_release_locked(ch); /* rescinded: ch is gone now */
     spin_unlock(&vmbus_bus.lock, old);
-    if (released)
-        vmbus_send_relid_released(released);
+    return s;
+}
+
+status_t vmbus_channel_close(struct vmbus_channel *ch)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    vmbus_channel_hold(ch);
+    status_t s = close_channel(ch);
+    /* A driver's close of a rescinded channel is its word that it is done with it: unbound. */
+    irql_t old = spin_lock(&vmbus_bus.lock);
+    bool unbind = ch->rescinded && ch->driver && ch->state == VMBUS_CH_OFFERED;
+    if (unbind)
+        vmbus_channel_unbind_locked(ch);
+    spin_unlock(&vmbus_bus.lock, old);
+    vmbus_channel_settle(ch);
+    if (unbind)
+        vmbus_channel_release(ch); /* the bound driver's reference */
+    vmbus_channel_release(ch);
     return s;
 }
 
@@ -439,7 +538,7 @@ status_t vmbus_channel_set_target_cpu(struct vmbus_channel *ch, uint32_t target_
     bool answered = vmbus_bus.version >= VMBUS_VERSION_WIN10_V5_3;
     struct vmbus_request r;
     if (answered)
-        vmbus_request_arm(&r, VMBUS_MSG_MODIFYCHANNEL_RESPONSE, true, ch->relid, false, 0);
+        vmbus_request_arm(&r, VMBUS_MSG_MODIFYCHANNEL, true, ch->relid, false, 0);
     status_t s = vmbus_post(&m, sizeof m);
     if (s != STATUS_OK) {
         if (answered)

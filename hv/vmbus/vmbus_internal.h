@@ -3,7 +3,15 @@
  * hv/vmbus/vmbus_channel.c (GPADLs, open/close, signalling). Not for drivers: they use hv/vmbus/vmbus.h.
  *
  * Locking: bus.lock (a spinlock at DISPATCH) protects the relid table, every channel's state fields,
- * the request list and the counters. It is never held across a hypercall or a wait.
+ * the request list and the counters. It is never held across a hypercall or a wait. A channel's
+ * reference count is atomic and needs no lock (vmbus_channel_hold may run under bus.lock, in a
+ * vmbus_for_each_channel callback).
+ *
+ * The references a channel counts (the rule itself is in hv/vmbus/vmbus.h): one for the relid table
+ * from the offer until the relid is released (or the bus resets at UNLOAD), one for a bound driver,
+ * one for each of its sub-channels (a sub-channel keeps its primary), one per holder, and a
+ * temporary one the bus takes while it works on a channel without the lock (a rescind callback, an
+ * open, a close, a GPADL).
  */
 #ifndef HV_VMBUS_INTERNAL_H
 #define HV_VMBUS_INTERNAL_H
@@ -24,19 +32,21 @@ enum vmbus_channel_state {
 };
 
 struct vmbus_channel {
-    struct list link;              /* bus.channels, in relid order */
+    struct list link;              /* bus.channels, in relid order, until the relid is released */
+    uint32_t refs;                 /* atomic; the channel is freed when it drops to 0 */
     uint32_t relid;
     struct vmbus_offer offer;
     uint32_t connection_id;
     uint8_t monitor_id;
     bool monitored, dedicated_interrupt;
     uint16_t sub_index;
-    struct vmbus_channel *primary; /* NULL for a primary */
+    struct vmbus_channel *primary; /* NULL for a primary; a sub-channel holds a reference on it */
     uint32_t sub_count;            /* a primary: sub-channels offered */
 
     enum vmbus_channel_state state;
     bool rescinded;                /* the host withdrew it */
-    bool released;                 /* RELID_RELEASED sent: the relid is the host's again */
+    bool released;                 /* RELID_RELEASED sent (or the bus reset): the relid is the host's again */
+    uint32_t gpadls;               /* GPADLs of this relid being created or live: the relid is still in use */
     bool low_latency;
     bool interrupt_held;           /* a signal came while OPENING */
     struct dpc held_dpc;           /* delivers it on the target CPU once open */
@@ -50,17 +60,20 @@ struct vmbus_channel {
     vmbus_interrupt_fn on_interrupt;
     void *irq_ctx;
 
-    const struct vmbus_driver *driver;
+    const struct vmbus_driver *driver; /* bound (or being probed): the bus holds a reference for it */
     void *driver_ctx;
     struct vmbus_channel_stats stats;
 };
 
-/* A request waiting for the host's answer: matched by type and keys in the SINT 2 handler. */
+/* A request waiting for the host's answer: the SINT 2 handler matches an answer to it by the message
+ * table of hv/vmbus/vmbus.c (the answer's row names the request type it answers, and where its relid
+ * and key are). */
 struct vmbus_request {
     struct list link;
-    uint32_t type;                 /* the answer's message type */
+    uint32_t request;              /* the message type sent (VMBUS_MSG_OPENCHANNEL, ...) */
     uint32_t relid, key;           /* 0 when not part of the match */
     bool match_relid, match_key;
+    bool outlives_rescind;         /* the host answers it even after a rescind: the wait goes on */
     struct event done;
     bool cancelled;                /* the channel was rescinded meanwhile */
     uint32_t size;
@@ -87,25 +100,34 @@ extern struct vmbus_bus vmbus_bus;
 /* Sends a channel message on the negotiated message connection id (retries inside
  * hv_post_message). STATUS_DEVICE_ERROR with a log line naming the message if Hyper-V refused it. */
 status_t vmbus_post(const void *msg, uint32_t size) WARN_UNUSED;
-/* Arms `r` for an answer of `type` (keys: see struct vmbus_request) before the request is sent. */
-void vmbus_request_arm(struct vmbus_request *r, uint32_t type, bool match_relid, uint32_t relid, bool match_key,
+/* Arms `r` for the answer to a `request` (the message type about to be sent; keys: see struct
+ * vmbus_request) before it is sent. */
+void vmbus_request_arm(struct vmbus_request *r, uint32_t request, bool match_relid, uint32_t relid, bool match_key,
                        uint32_t key);
 /* Waits for the armed request. STATUS_TIMEOUT (logged: "host did not answer WHAT in N s"),
  * STATUS_CANCELLED (rescinded), else STATUS_OK with r->answer filled. */
 status_t vmbus_request_wait(struct vmbus_request *r, const char *what) WARN_UNUSED;
 /* Forgets an armed request that will not be sent after all. */
 void vmbus_request_disarm(struct vmbus_request *r);
-/* Cancels every waiting request that concerns relid (with the bus lock held). */
+/* Cancels every waiting request that concerns relid and does not outlive a rescind (with the bus
+ * lock held). */
 void vmbus_cancel_requests_locked(uint32_t relid);
 
 /* hv/vmbus/vmbus_channel.c: the host signalled relid (DISPATCH, bus lock NOT held). */
 void vmbus_channel_interrupt(uint32_t relid);
-/* hv/vmbus/vmbus_channel.c, with the bus lock held. rescind: marks ch rescinded and cancels its requests;
- * release: frees a rescinded channel nobody holds any more (closed, no open in flight). Both return
- * the relid to send RELID_RELEASED for (ch is then freed), or 0. A channel with a driver is
- * released when the driver closes it. */
-uint32_t vmbus_channel_rescind_locked(struct vmbus_channel *ch);
-uint32_t vmbus_channel_release_locked(struct vmbus_channel *ch);
-void vmbus_send_relid_released(uint32_t relid);
+/* hv/vmbus/vmbus_channel.c. A new channel of an offer (one reference: the table's), or NULL. */
+struct vmbus_channel *vmbus_channel_new(void);
+/* With the bus lock held: marks ch rescinded and cancels its requests. */
+void vmbus_channel_rescind_locked(struct vmbus_channel *ch);
+/* Gives the relid back if the guest is done with it (rescinded; not open, opening or closing; no
+ * GPADL being created or live; no driver bound): takes ch off the table, sends RELID_RELEASED and
+ * drops the table's reference. Any IRQL <= DISPATCH, bus lock NOT held; the caller holds a
+ * reference. Called wherever one of those conditions may have become true. */
+bool vmbus_channel_settle(struct vmbus_channel *ch); /* true: released now */
+/* Channel objects in memory (vmbus_stats.channel_objects). */
+uint32_t vmbus_channel_object_count(void);
+/* With the bus lock held: unbinds ch's driver; the caller drops the driver's reference afterwards
+ * (vmbus_channel_release, without the lock). */
+void vmbus_channel_unbind_locked(struct vmbus_channel *ch);
 
 #endif

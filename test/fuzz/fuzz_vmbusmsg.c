@@ -4,7 +4,7 @@
  *
  * The input is a sequence of messages, each a length byte then that many bytes (as they would sit
  * in a SynIC slot's payload, up to 240). Checked for every message: a well-formed verdict implies a
- * known type and at least its minimum size; a GPADL_HEADER that passes describes 1..8192 pages
+ * known type and at least its minimum size; a GPADL_HEADER that passes describes 1..VMBUS_GPADL_MAX_PAGES (8190) pages
  * whose PFNs in the header lie inside the message, and whose byte range fits the page count; every
  * field the receivers read of an accepted message is read (under ASan) from inside the copy.
  *

@@ -4,31 +4,39 @@
  */
 #include "hv/vmbus/proto/vmbus_proto.h"
 
+/* Every message type this project knows: its name, the smallest well-formed size (the fixed part of
+ * the variable GPADL ones) and which side sends it (hyperv-facts.md 3.8/3.9). The guest's dispatch
+ * (hv/vmbus/vmbus.c host_msgs[]) and hvsim's server refer to this table and repeat none of it. */
+#define HOST true  /* host -> guest */
+#define GUEST false /* guest -> host */
 static const struct {
     const char *name;
     uint32_t min_size;
+    bool from_host;
 } msg_info[VMBUS_MSG_COUNT] = {
-    [VMBUS_MSG_OFFERCHANNEL] = { "OFFERCHANNEL", sizeof(struct vmbus_msg_offer_channel) },
-    [VMBUS_MSG_RESCIND_CHANNELOFFER] = { "RESCIND_CHANNELOFFER", sizeof(struct vmbus_msg_relid) },
-    [VMBUS_MSG_REQUESTOFFERS] = { "REQUESTOFFERS", sizeof(struct vmbus_msg_header) },
-    [VMBUS_MSG_ALLOFFERS_DELIVERED] = { "ALLOFFERS_DELIVERED", sizeof(struct vmbus_msg_header) },
-    [VMBUS_MSG_OPENCHANNEL] = { "OPENCHANNEL", sizeof(struct vmbus_msg_open_channel) },
-    [VMBUS_MSG_OPENCHANNEL_RESULT] = { "OPENCHANNEL_RESULT", sizeof(struct vmbus_msg_open_result) },
-    [VMBUS_MSG_CLOSECHANNEL] = { "CLOSECHANNEL", sizeof(struct vmbus_msg_relid) },
-    [VMBUS_MSG_GPADL_HEADER] = { "GPADL_HEADER", sizeof(struct vmbus_msg_gpadl_header) },
-    [VMBUS_MSG_GPADL_BODY] = { "GPADL_BODY", sizeof(struct vmbus_msg_gpadl_body) },
-    [VMBUS_MSG_GPADL_CREATED] = { "GPADL_CREATED", sizeof(struct vmbus_msg_gpadl_created) },
-    [VMBUS_MSG_GPADL_TEARDOWN] = { "GPADL_TEARDOWN", sizeof(struct vmbus_msg_gpadl_teardown) },
-    [VMBUS_MSG_GPADL_TORNDOWN] = { "GPADL_TORNDOWN", sizeof(struct vmbus_msg_gpadl_torndown) },
-    [VMBUS_MSG_RELID_RELEASED] = { "RELID_RELEASED", sizeof(struct vmbus_msg_relid) },
-    [VMBUS_MSG_INITIATE_CONTACT] = { "INITIATE_CONTACT", sizeof(struct vmbus_msg_initiate_contact) },
-    [VMBUS_MSG_VERSION_RESPONSE] = { "VERSION_RESPONSE", sizeof(struct vmbus_msg_version_response) },
-    [VMBUS_MSG_UNLOAD] = { "UNLOAD", sizeof(struct vmbus_msg_header) },
-    [VMBUS_MSG_UNLOAD_RESPONSE] = { "UNLOAD_RESPONSE", sizeof(struct vmbus_msg_header) },
-    [VMBUS_MSG_MODIFYCHANNEL] = { "MODIFYCHANNEL", sizeof(struct vmbus_msg_modify_channel) },
-    [VMBUS_MSG_MODIFYCHANNEL_RESPONSE] = { "MODIFYCHANNEL_RESPONSE",
-                                           sizeof(struct vmbus_msg_modify_channel_response) },
+    [VMBUS_MSG_OFFERCHANNEL] = { "OFFERCHANNEL", sizeof(struct vmbus_msg_offer_channel), HOST },
+    [VMBUS_MSG_RESCIND_CHANNELOFFER] = { "RESCIND_CHANNELOFFER", sizeof(struct vmbus_msg_relid), HOST },
+    [VMBUS_MSG_REQUESTOFFERS] = { "REQUESTOFFERS", sizeof(struct vmbus_msg_header), GUEST },
+    [VMBUS_MSG_ALLOFFERS_DELIVERED] = { "ALLOFFERS_DELIVERED", sizeof(struct vmbus_msg_header), HOST },
+    [VMBUS_MSG_OPENCHANNEL] = { "OPENCHANNEL", sizeof(struct vmbus_msg_open_channel), GUEST },
+    [VMBUS_MSG_OPENCHANNEL_RESULT] = { "OPENCHANNEL_RESULT", sizeof(struct vmbus_msg_open_result), HOST },
+    [VMBUS_MSG_CLOSECHANNEL] = { "CLOSECHANNEL", sizeof(struct vmbus_msg_relid), GUEST },
+    [VMBUS_MSG_GPADL_HEADER] = { "GPADL_HEADER", sizeof(struct vmbus_msg_gpadl_header), GUEST },
+    [VMBUS_MSG_GPADL_BODY] = { "GPADL_BODY", sizeof(struct vmbus_msg_gpadl_body), GUEST },
+    [VMBUS_MSG_GPADL_CREATED] = { "GPADL_CREATED", sizeof(struct vmbus_msg_gpadl_created), HOST },
+    [VMBUS_MSG_GPADL_TEARDOWN] = { "GPADL_TEARDOWN", sizeof(struct vmbus_msg_gpadl_teardown), GUEST },
+    [VMBUS_MSG_GPADL_TORNDOWN] = { "GPADL_TORNDOWN", sizeof(struct vmbus_msg_gpadl_torndown), HOST },
+    [VMBUS_MSG_RELID_RELEASED] = { "RELID_RELEASED", sizeof(struct vmbus_msg_relid), GUEST },
+    [VMBUS_MSG_INITIATE_CONTACT] = { "INITIATE_CONTACT", sizeof(struct vmbus_msg_initiate_contact), GUEST },
+    [VMBUS_MSG_VERSION_RESPONSE] = { "VERSION_RESPONSE", sizeof(struct vmbus_msg_version_response), HOST },
+    [VMBUS_MSG_UNLOAD] = { "UNLOAD", sizeof(struct vmbus_msg_header), GUEST },
+    [VMBUS_MSG_UNLOAD_RESPONSE] = { "UNLOAD_RESPONSE", sizeof(struct vmbus_msg_header), HOST },
+    [VMBUS_MSG_MODIFYCHANNEL] = { "MODIFYCHANNEL", sizeof(struct vmbus_msg_modify_channel), GUEST },
+    [VMBUS_MSG_MODIFYCHANNEL_RESPONSE] = { "MODIFYCHANNEL_RESPONSE", sizeof(struct vmbus_msg_modify_channel_response),
+                                           HOST },
 };
+#undef HOST
+#undef GUEST
 
 uint32_t vmbus_msg_min_size(uint32_t type)
 {
@@ -38,6 +46,11 @@ uint32_t vmbus_msg_min_size(uint32_t type)
 const char *vmbus_msg_name(uint32_t type)
 {
     return type < VMBUS_MSG_COUNT && msg_info[type].name ? msg_info[type].name : "unknown";
+}
+
+bool vmbus_msg_from_host(uint32_t type)
+{
+    return type < VMBUS_MSG_COUNT && msg_info[type].from_host;
 }
 
 bool vmbus_gpadl_header_pages(const struct vmbus_msg_gpadl_header *h, uint32_t size, uint32_t *pages,

@@ -232,7 +232,13 @@ _Static_assert(sizeof(struct vmbus_msg_gpadl_body) == 16, "GPADL_BODY fixed part
 #define VMBUS_GPADL_BODY_PFNS ((HV_MESSAGE_PAYLOAD_MAX - sizeof(struct vmbus_msg_gpadl_body)) / 8)
 _Static_assert(VMBUS_GPADL_HEADER_PFNS == 26, "26 PFNs in a GPADL_HEADER");
 _Static_assert(VMBUS_GPADL_BODY_PFNS == 28, "28 PFNs in a GPADL_BODY");
-#define VMBUS_GPADL_MAX_PAGES 8192u /* this project's bound: 32 MiB, above netvsc's largest buffer */
+/* The largest GPADL: range_buflen is a u16 holding 8 + 8 bytes per page (its one range), so 8190
+ * pages (65528 bytes); 8191 would need 65536. More ranges do not help: range_buflen counts them all.
+ * FreeBSD refuses more (vmbus_chan.c vmbus_chan_gpadl_connect: range_len > UINT16_MAX), OpenVMM
+ * reads len / 8 words of ranges (vmbus_server channels.rs handle_gpadl_header). */
+#define VMBUS_GPADL_MAX_PAGES 8190u
+_Static_assert(8 + 8 * VMBUS_GPADL_MAX_PAGES <= 0xffff && 8 + 8 * (VMBUS_GPADL_MAX_PAGES + 1) > 0xffff,
+               "VMBUS_GPADL_MAX_PAGES is the most range_buflen can describe");
 #define VMBUS_GPADL_FIRST_HANDLE 0xE1E10u /* linux:connection.c, freebsd:vmbus.c VMBUS_GPADL_START */
 
 struct vmbus_msg_gpadl_created {
@@ -333,6 +339,8 @@ static inline bool vmbus_guid_equal(const struct vmbus_guid *a, const struct vmb
  * GPADL_HEADER/BODY are variable: the size given is the fixed part. */
 uint32_t vmbus_msg_min_size(uint32_t type);
 const char *vmbus_msg_name(uint32_t type); /* "OFFERCHANNEL", ...; "unknown" */
+/* A known type the host sends (false for the guest's, and for unknown types). */
+bool vmbus_msg_from_host(uint32_t type);
 
 /* Checks a channel message of `size` bytes (<= 240) as received: a known type, at least its
  * minimum size, and for the variable ones the declared counts within the bytes given. Returns NULL
