@@ -126,6 +126,7 @@ static void usage(void)
             "  5.0 4.1 4.0 3.0 2.4 1.1 0.13\n"
             "  --vmbus-hazard NAME: misbehave like some hosts do: irq-before-open-result send-on-open\n"
             "  delay-responses reorder-responses rescind-during-open bad-offers unasked-responses\n"
+            "  rescind-during-gpadl late-torndown-after-rescind rescind-sub-during-opens offer-churn\n"
             "  --vmbus-delay-us N: the delay (delay-responses) or reordering window (reorder-responses)\n"
             "  --vmbus-rescind-after-ms DEVICE:MS: rescind DEVICE (netvsc storvsc heartbeat shutdown timesync\n"
             "  kvp hvsim-test) MS ms after its channel first opened\n"
@@ -163,6 +164,10 @@ static const struct {
     { "rescind-during-open", HVSIM_VMBUS_RESCIND_DURING_OPEN },
     { "bad-offers", HVSIM_VMBUS_BAD_OFFERS },
     { "unasked-responses", HVSIM_VMBUS_UNASKED_RESPONSES },
+    { "rescind-during-gpadl", HVSIM_VMBUS_RESCIND_DURING_GPADL },
+    { "late-torndown-after-rescind", HVSIM_VMBUS_LATE_TORNDOWN_AFTER_RESCIND },
+    { "rescind-sub-during-opens", HVSIM_VMBUS_RESCIND_SUB_DURING_OPENS },
+    { "offer-churn", HVSIM_VMBUS_OFFER_CHURN },
 };
 
 #define MAX_DELAY_US 10000000ul  /* 10 s */
