@@ -7,6 +7,7 @@
 #include "kernel/acpi.h"
 
 #include "kernel/fmt.h"
+#include "kernel/readonce.h"
 #include "kernel/string.h"
 
 struct __attribute__((packed)) acpi_rsdp {
@@ -93,24 +94,8 @@ struct parse_ctx {
     void *report_ctx;
 };
 
-static uint16_t rd16(const uint8_t *p)
-{
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return v;
-}
-static uint32_t rd32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-static uint64_t rd64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
+/* Multi-byte fields stand at any alignment in the tables the firmware (the host) wrote: they are
+ * loaded with kernel/readonce.h's alignment-1 loads, read_once_u16/u32/u64. */
 
 static uint8_t sum(const uint8_t *p, size_t n)
 {
@@ -153,8 +138,8 @@ static void parse_madt(struct acpi_info *out, struct parse_ctx *ctx, const uint8
         return;
     }
     out->have_madt = true;
-    out->lapic_phys = rd32(t + 36);
-    out->pcat_compat = rd32(t + 40) & MADT_FLAG_PCAT_COMPAT;
+    out->lapic_phys = read_once_u32(t + 36);
+    out->pcat_compat = read_once_u32(t + 40) & MADT_FLAG_PCAT_COMPAT;
     for (uint32_t off = MADT_ENTRIES; off < len;) {
         if (len - off < 2) {
             REPORT("acpi: MADT: truncated entry header at offset %u", off);
@@ -176,9 +161,9 @@ static void parse_madt(struct acpi_info *out, struct parse_ctx *ctx, const uint8
                 REPORT("acpi: MADT: %s entry too short (%u)", x2 ? "x2APIC" : "LAPIC", elen);
                 continue;
             }
-            uint32_t flags = rd32(e + (x2 ? 8 : 4));
-            uint32_t id = x2 ? rd32(e + 4) : e[3];
-            uint32_t uid = x2 ? rd32(e + 12) : e[2];
+            uint32_t flags = read_once_u32(e + (x2 ? 8 : 4));
+            uint32_t id = x2 ? read_once_u32(e + 4) : e[3];
+            uint32_t uid = x2 ? read_once_u32(e + 12) : e[2];
             if (!(flags & (MADT_CPU_ENABLED | MADT_CPU_ONLINE_CAPABLE)))
                 continue; /* not present */
             bool dup = false;
@@ -210,8 +195,8 @@ static void parse_madt(struct acpi_info *out, struct parse_ctx *ctx, const uint8
                 continue;
             }
             out->ioapics[out->ioapic_count].id = e[2];
-            out->ioapics[out->ioapic_count].phys = rd32(e + 4);
-            out->ioapics[out->ioapic_count].gsi_base = rd32(e + 8);
+            out->ioapics[out->ioapic_count].phys = read_once_u32(e + 4);
+            out->ioapics[out->ioapic_count].gsi_base = read_once_u32(e + 8);
             out->ioapic_count++;
             break;
         case MADT_ISO:
@@ -224,8 +209,8 @@ static void parse_madt(struct acpi_info *out, struct parse_ctx *ctx, const uint8
                 continue;
             }
             out->overrides[out->override_count].bus_irq = e[3];
-            out->overrides[out->override_count].gsi = rd32(e + 4);
-            out->overrides[out->override_count].flags = rd16(e + 8);
+            out->overrides[out->override_count].gsi = read_once_u32(e + 4);
+            out->overrides[out->override_count].flags = read_once_u16(e + 8);
             out->override_count++;
             break;
         case MADT_LAPIC_ADDR:
@@ -233,7 +218,7 @@ static void parse_madt(struct acpi_info *out, struct parse_ctx *ctx, const uint8
                 REPORT("acpi: MADT: APIC address override too short (%u)", elen);
                 continue;
             }
-            out->lapic_phys = rd64(e + 4);
+            out->lapic_phys = read_once_u64(e + 4);
             break;
         default:
             break; /* NMI sources, GIC entries and others: not needed */
@@ -251,7 +236,7 @@ static void read_gas(const uint8_t *t, uint32_t len, uint32_t off, struct acpi_g
         return;
     g->space = t[off];
     g->bit_width = t[off + 1];
-    g->address = rd64(t + off + 4);
+    g->address = read_once_u64(t + off + 4);
 }
 
 static void parse_fadt(struct acpi_info *out, struct parse_ctx *ctx, const uint8_t *t, uint32_t len)
@@ -261,18 +246,18 @@ static void parse_fadt(struct acpi_info *out, struct parse_ctx *ctx, const uint8
         return;
     }
     out->have_fadt = true;
-    uint32_t flags = rd32(t + FADT_FLAGS);
+    uint32_t flags = read_once_u32(t + FADT_FLAGS);
     out->hw_reduced = flags & FADT_FLAG_HW_REDUCED;
-    out->sci_irq = rd16(t + FADT_SCI_INT);
-    out->smi_cmd_port = rd32(t + FADT_SMI_CMD);
+    out->sci_irq = read_once_u16(t + FADT_SCI_INT);
+    out->smi_cmd_port = read_once_u32(t + FADT_SMI_CMD);
     out->acpi_enable_value = t[FADT_ACPI_ENABLE];
-    out->pm1a_cnt_port = rd32(t + FADT_PM1A_CNT_BLK);
-    out->pm1b_cnt_port = rd32(t + FADT_PM1B_CNT_BLK);
-    out->pm_tmr_port = rd32(t + FADT_PM_TMR_BLK);
+    out->pm1a_cnt_port = read_once_u32(t + FADT_PM1A_CNT_BLK);
+    out->pm1b_cnt_port = read_once_u32(t + FADT_PM1B_CNT_BLK);
+    out->pm_tmr_port = read_once_u32(t + FADT_PM_TMR_BLK);
     out->pm_tmr_32bit = flags & FADT_FLAG_TMR_VAL_EXT;
-    out->dsdt_phys = rd32(t + FADT_DSDT);
-    if (len >= FADT_X_DSDT + 8 && rd64(t + FADT_X_DSDT))
-        out->dsdt_phys = rd64(t + FADT_X_DSDT);
+    out->dsdt_phys = read_once_u32(t + FADT_DSDT);
+    if (len >= FADT_X_DSDT + 8 && read_once_u64(t + FADT_X_DSDT))
+        out->dsdt_phys = read_once_u64(t + FADT_X_DSDT);
     struct acpi_gas_info g;
     read_gas(t, len, FADT_X_PM1A_CNT, &g);
     if (g.address && g.space == 1 && g.address <= 0xffff)
@@ -411,7 +396,7 @@ status_t acpi_parse(struct acpi_info *out, uint64_t rsdp_phys, acpi_map_fn map, 
     unsigned entries = (rlen - sizeof(struct acpi_header)) / entry_size;
     for (unsigned i = 0; i < entries; i++) {
         const uint8_t *ep = rt + sizeof(struct acpi_header) + (size_t)i * entry_size;
-        uint64_t phys = entry_size == 8 ? rd64(ep) : rd32(ep);
+        uint64_t phys = entry_size == 8 ? read_once_u64(ep) : read_once_u32(ep);
         uint32_t len;
         const uint8_t *t = map_table(ctx, phys, "table", &len);
         if (!t)
@@ -439,7 +424,7 @@ status_t acpi_parse(struct acpi_info *out, uint64_t rsdp_phys, acpi_map_fn map, 
         else if (memcmp(t, "FACP", 4) == 0)
             parse_fadt(out, ctx, t, len);
         else if (memcmp(t, "HPET", 4) == 0 && len >= 56)
-            out->hpet_phys = rd64(t + 44); /* Base address GAS @40, address @44 */
+            out->hpet_phys = read_once_u64(t + 44); /* Base address GAS @40, address @44 */
     }
     if (!out->have_madt)
         REPORT("acpi: no usable MADT: only the boot CPU will run");

@@ -191,6 +191,15 @@ uint64_t cmdline_u64(const struct cmdline *cl, const char *key, uint64_t dflt, u
     return n;
 }
 
+/* The index of v in the NULL-terminated list of words, or -1. */
+static int word_index(const char *v, const char *const *words)
+{
+    for (int i = 0; words[i]; i++)
+        if (strcmp(v, words[i]) == 0)
+            return i;
+    return -1;
+}
+
 bool cmdline_bool(const struct cmdline *cl, const char *key, bool dflt)
 {
     static const char *const yes[] = { "1", "yes", "on", "true", NULL };
@@ -198,12 +207,10 @@ bool cmdline_bool(const struct cmdline *cl, const char *key, bool dflt)
     const char *v = cmdline_find(cl, key);
     if (!v)
         return dflt;
-    for (int i = 0; yes[i]; i++)
-        if (strcmp(v, yes[i]) == 0)
-            return true;
-    for (int i = 0; no[i]; i++)
-        if (strcmp(v, no[i]) == 0)
-            return false;
+    if (word_index(v, yes) >= 0)
+        return true;
+    if (word_index(v, no) >= 0)
+        return false;
     reportf(cl, "cmdline: '%s=%s': not a boolean (1/0, yes/no, on/off, true/false); using %s", key, v,
             dflt ? "1" : "0");
     return dflt;
@@ -214,9 +221,9 @@ int cmdline_choice(const struct cmdline *cl, const char *key, const char *const 
     const char *v = cmdline_find(cl, key);
     if (!v)
         return dflt;
-    for (int i = 0; choices[i]; i++)
-        if (strcmp(v, choices[i]) == 0)
-            return i;
+    int found = word_index(v, choices);
+    if (found >= 0)
+        return found;
     char list[160];
     size_t n = 0;
     list[0] = '\0';

@@ -66,6 +66,17 @@ static void put_number(struct out *o, uintmax_t v, int negative, unsigned base, 
         pad(o, ' ', width - body);
 }
 
+/* A width or precision written as digits at *p, advancing *p past them; capped at 100000 (the
+ * output is bounded by the buffer anyway, and so no digit string overflows an int). */
+static int parse_count(const char **p)
+{
+    int v = 0;
+    for (; **p >= '0' && **p <= '9'; (*p)++)
+        if (v < 100000)
+            v = v * 10 + (**p - '0');
+    return v;
+}
+
 int fmt_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
 {
     struct out o = { buf, size, 0 };
@@ -95,11 +106,7 @@ int fmt_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
                 width = 100000;
             p++;
         } else {
-            while (*p >= '0' && *p <= '9') {
-                if (width < 100000)
-                    width = width * 10 + (*p - '0');
-                p++;
-            }
+            width = parse_count(&p);
         }
         int prec = -1;
         if (*p == '.') {
@@ -113,11 +120,7 @@ int fmt_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
                     prec = 100000;
                 p++;
             } else {
-                while (*p >= '0' && *p <= '9') {
-                    if (prec < 100000)
-                        prec = prec * 10 + (*p - '0');
-                    p++;
-                }
+                prec = parse_count(&p);
             }
         }
         enum { L_INT, L_CHAR, L_SHORT, L_LONG, L_LLONG, L_SIZE, L_PTRDIFF, L_MAX } len = L_INT;

@@ -447,37 +447,30 @@ const struct hvsim_port *hvsim_find_port(const struct hvsim *sim, uint32_t conne
     return NULL;
 }
 
+/* Adds the port (exactly one of mfn and efn set) under the model lock. */
 static bool register_port(struct hvsim *sim, uint32_t connection_id, hvsim_message_fn mfn, hvsim_event_fn efn,
                           void *ctx)
 {
-    if (hvsim_find_port(sim, connection_id) || sim->port_count == HVSIM_PORTS_MAX) {
+    pthread_mutex_lock(&sim->lock);
+    bool ok = !hvsim_find_port(sim, connection_id) && sim->port_count < HVSIM_PORTS_MAX;
+    if (ok)
+        sim->ports[sim->port_count++] =
+            (struct hvsim_port){ .connection_id = connection_id, .message_fn = mfn, .event_fn = efn, .ctx = ctx };
+    else
         hvsim_log(sim, 0, "port 0x%x not registered: %s", connection_id,
                   sim->port_count == HVSIM_PORTS_MAX ? "too many ports" : "connection id in use");
-        return false;
-    }
-    sim->ports[sim->port_count++] =
-        (struct hvsim_port){ .connection_id = connection_id, .message_fn = mfn, .event_fn = efn, .ctx = ctx };
-    return true;
+    pthread_mutex_unlock(&sim->lock);
+    return ok;
 }
 
 bool hvsim_register_message_port(struct hvsim *sim, uint32_t connection_id, hvsim_message_fn fn, void *ctx)
 {
-    if (!fn)
-        return false;
-    pthread_mutex_lock(&sim->lock);
-    bool ok = register_port(sim, connection_id, fn, NULL, ctx);
-    pthread_mutex_unlock(&sim->lock);
-    return ok;
+    return fn && register_port(sim, connection_id, fn, NULL, ctx);
 }
 
 bool hvsim_register_event_port(struct hvsim *sim, uint32_t connection_id, hvsim_event_fn fn, void *ctx)
 {
-    if (!fn)
-        return false;
-    pthread_mutex_lock(&sim->lock);
-    bool ok = register_port(sim, connection_id, NULL, fn, ctx);
-    pthread_mutex_unlock(&sim->lock);
-    return ok;
+    return fn && register_port(sim, connection_id, NULL, fn, ctx);
 }
 
 bool hvsim_unregister_port(struct hvsim *sim, uint32_t connection_id)

@@ -28,8 +28,12 @@
 #define HC_REP_START_MASK (0xfffull << 48)
 #define HC_RESERVED_MASK ((0x1full << 27) | (0xfull << 44) | (0xfull << 60))
 
-static uint16_t check_control(uint64_t control)
+/* Checks 3 and 4, which both calls make: the partition holds the call's privilege (a bit of CPUID
+ * 0x40000003 ebx), and the control value has none of the fields a simple call must leave 0. */
+static uint16_t check_call(const struct hvsim *sim, uint32_t privilege, uint64_t control)
 {
+    if (!(sim->privileges_high & privilege))
+        return HV_STATUS_ACCESS_DENIED;
     if (control & (HC_RESERVED_MASK | HC_VARIABLE_HEADER_MASK | HC_REP_COUNT_MASK | HC_REP_START_MASK))
         return HV_STATUS_INVALID_HYPERCALL_INPUT;
     return HV_STATUS_SUCCESS;
@@ -45,9 +49,7 @@ static const void *input_block(struct hvsim *sim, uint64_t gpa, uint64_t len)
 
 static uint16_t post_message(struct hvsim *sim, uint32_t vp, uint64_t control, uint64_t input_gpa)
 {
-    if (!(sim->privileges_high & HV_PRIV_POST_MESSAGES))
-        return HV_STATUS_ACCESS_DENIED;
-    uint16_t status = check_control(control);
+    uint16_t status = check_call(sim, HV_PRIV_POST_MESSAGES, control);
     if (status)
         return status;
     if (control & HV_HYPERCALL_FAST)
@@ -75,9 +77,7 @@ static uint16_t post_message(struct hvsim *sim, uint32_t vp, uint64_t control, u
 
 static uint16_t signal_event(struct hvsim *sim, uint32_t vp, uint64_t control, uint64_t input)
 {
-    if (!(sim->privileges_high & HV_PRIV_SIGNAL_EVENTS))
-        return HV_STATUS_ACCESS_DENIED;
-    uint16_t status = check_control(control);
+    uint16_t status = check_call(sim, HV_PRIV_SIGNAL_EVENTS, control);
     if (status)
         return status;
     struct hv_input_signal_event in;
@@ -187,17 +187,13 @@ static uint16_t echo_event(struct hvsim *sim, void *ctx, uint32_t vp, uint32_t c
     return hvsim_signal_locked(sim, vp, sint, flag) ? HV_STATUS_SUCCESS : HV_STATUS_INVALID_SYNIC_STATE;
 }
 
-struct control_message {
-    uint32_t cmd, vp, sint, arg;
-};
-
 static uint16_t control_message(struct hvsim *sim, void *ctx, uint32_t vp, uint32_t connection_id, uint32_t type,
                                 const void *payload, uint32_t size)
 {
     (void)ctx;
     (void)connection_id;
     (void)type;
-    struct control_message c;
+    struct hvsim_control_msg c;
     if (size < sizeof c)
         return HV_STATUS_INVALID_PARAMETER;
     memcpy(&c, payload, sizeof c);

@@ -362,16 +362,12 @@ def run_net_multiqueue(build, res):
     result = {}
     t0 = time.monotonic()
     name = "net: two queues on two CPUs (sub-channel, RSS): 16 flows, 1,600 echoes, both queues used"
-    try:
-        status, out = qemu_run.run(disk, smp=2, cmdline="quit_port=9 report=0 queues=2", timeout=300, quiet=True,
-                                   hvsim=hvsim, hvsim_args=args, driver=(r"udp-echo: address \S+", drive, result))
-    except RuntimeError as e:
-        res.add(False, name, str(e))
+    booted = boot_logged(build, res, name, "udp-echo-multiqueue.log", disk, smp=2,
+                         cmdline="quit_port=9 report=0 queues=2", timeout=300, quiet=True, hvsim=hvsim,
+                         hvsim_args=args, driver=(r"udp-echo: address \S+", drive, result))
+    if not booted:
         return
-    log = os.path.join(build, "boot-logs", "udp-echo-multiqueue.log")
-    os.makedirs(os.path.dirname(log), exist_ok=True)
-    with open(log, "w") as f:
-        f.write(out)
+    status, out, log = booted
     ok, detail = checks.get("echo", (False, "not run (the boot failed first)"))
     m = re.search(r"udp-echo: exit: queues 0: cpu(\d+) (\d+) frames, 1: cpu(\d+) (\d+) frames", out)
     spread = bool(m) and int(m.group(2)) > 0 and int(m.group(4)) > 0 and m.group(1) != m.group(3)
@@ -395,6 +391,22 @@ def tap_available(name):
         return False
     finally:
         os.close(fd)
+
+
+def boot_logged(build, res, name, log_name, disk, **run_args):
+    """Boots disk (qemu_run.run with run_args) and keeps what it printed in build/boot-logs/log_name.
+    Returns (status, output, log path), or None when the boot itself failed, which is then recorded
+    as the failed test `name`."""
+    try:
+        status, out = qemu_run.run(disk, **run_args)
+    except RuntimeError as e:
+        res.add(False, name, str(e))
+        return None
+    log = os.path.join(build, "boot-logs", log_name)
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    with open(log, "w") as f:
+        f.write(out)
+    return status, out, log
 
 
 def run_net_tap(build, res):
@@ -438,17 +450,12 @@ def run_net_tap(build, res):
 
     result = {}
     t0 = time.monotonic()
-    try:
-        status, out = qemu_run.run(disk, smp=2, cmdline="ip=10.0.3.2/24 quit_port=9 report=0", timeout=300,
-                                   quiet=True, hvsim=hvsim, hvsim_args=["--net-tap", ifname],
-                                   driver=(r"udp-echo: address \S+", drive, result))
-    except RuntimeError as e:
-        res.add(False, name, str(e))
+    booted = boot_logged(build, res, name, "udp-echo-tap.log", disk, smp=2,
+                         cmdline="ip=10.0.3.2/24 quit_port=9 report=0", timeout=300, quiet=True, hvsim=hvsim,
+                         hvsim_args=["--net-tap", ifname], driver=(r"udp-echo: address \S+", drive, result))
+    if not booted:
         return
-    log = os.path.join(build, "boot-logs", "udp-echo-tap.log")
-    os.makedirs(os.path.dirname(log), exist_ok=True)
-    with open(log, "w") as f:
-        f.write(out)
+    status, out, log = booted
     ok, detail = checks.get("tap", (False, "not run (the boot failed first)"))
     res.add(ok and status == 0 and "error" not in result, f"{name} ({time.monotonic() - t0:.1f} s)",
             f"{detail}; status {status}; driver error {result.get('error')!r} (log: {log})")

@@ -21,16 +21,11 @@
 #include <string.h>
 
 #include "kernel/acpi.h"
+#include "test/fuzz/fuzz_check.h"
+#include "test/lib/acpi_checksum.h"
+#include "test/lib/bytes.h"
 
 #define FUZZ_ACPI_BASE 0x1000ull
-
-#define CHECK(cond)                                                                                            \
-    do {                                                                                                       \
-        if (!(cond)) {                                                                                         \
-            fprintf(stderr, "fuzz_acpi: invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);          \
-            abort();                                                                                           \
-        }                                                                                                      \
-    } while (0)
 
 struct fuzz_mem {
     const uint8_t *data;
@@ -52,10 +47,7 @@ static const void *fuzz_map(void *ctx, uint64_t phys, size_t len)
         m->copies = realloc(m->copies, m->capcopies * sizeof *m->copies);
         CHECK(m->copies != NULL);
     }
-    void *c = malloc(len ? len : 1);
-    CHECK(c != NULL);
-    if (len)
-        memcpy(c, m->data + off, len);
+    void *c = fuzz_copy(m->data + off, len);
     m->copies[m->ncopies++] = c;
     return c;
 }
@@ -81,9 +73,6 @@ static void fuzz_report(void *ctx, const char *message)
 
 /* ---- checksum repair (best effort, every access bounds-checked) ---- */
 
-static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-
 static bool offset_of(uint64_t phys, size_t size, size_t need, size_t *off)
 {
     if (phys < FUZZ_ACPI_BASE)
@@ -95,23 +84,14 @@ static bool offset_of(uint64_t phys, size_t size, size_t need, size_t *off)
     return true;
 }
 
-static void fix_sum(uint8_t *p, size_t len, size_t at)
-{
-    p[at] = 0;
-    uint8_t s = 0;
-    for (size_t i = 0; i < len; i++)
-        s = (uint8_t)(s + p[i]);
-    p[at] = (uint8_t)-s;
-}
-
 static void fix_table(uint8_t *buf, size_t size, uint64_t phys)
 {
     size_t off;
     if (!offset_of(phys, size, 36, &off))
         return;
-    uint32_t len = rd32(buf + off + 4);
+    uint32_t len = get32(buf + off + 4);
     if (len >= 36 && len <= size - off)
-        fix_sum(buf + off, len, 9);
+        acpi_fix_checksum(buf + off, len, 9);
 }
 
 static void fix_checksums(uint8_t *buf, size_t size)
@@ -119,25 +99,25 @@ static void fix_checksums(uint8_t *buf, size_t size)
     if (size < 20 || memcmp(buf, "RSD PTR ", 8) != 0)
         return;
     uint8_t rev = buf[15];
-    uint64_t root = rd32(buf + 16);
+    uint64_t root = get32(buf + 16);
     unsigned esz = 4;
-    if (rev >= 2 && size >= 36 && rd64(buf + 24)) {
-        root = rd64(buf + 24);
+    if (rev >= 2 && size >= 36 && get64(buf + 24)) {
+        root = get64(buf + 24);
         esz = 8;
     }
     size_t roff;
     if (offset_of(root, size, 36, &roff)) {
-        uint32_t rlen = rd32(buf + roff + 4);
+        uint32_t rlen = get32(buf + roff + 4);
         if (rlen >= 36 && rlen <= size - roff) {
             for (size_t e = 36; e + esz <= rlen && e < 36 + 8 * 64; e += esz) {
-                uint64_t t = esz == 8 ? rd64(buf + roff + e) : rd32(buf + roff + e);
+                uint64_t t = esz == 8 ? get64(buf + roff + e) : get32(buf + roff + e);
                 size_t toff;
                 if (offset_of(t, size, 36, &toff) && memcmp(buf + toff, "FACP", 4) == 0) {
-                    uint32_t flen = rd32(buf + toff + 4);
+                    uint32_t flen = get32(buf + toff + 4);
                     if (flen >= 44 && flen <= size - toff) {
-                        fix_table(buf, size, rd32(buf + toff + 40));
+                        fix_table(buf, size, get32(buf + toff + 40));
                         if (flen >= 148)
-                            fix_table(buf, size, rd64(buf + toff + 140));
+                            fix_table(buf, size, get64(buf + toff + 140));
                     }
                 }
                 fix_table(buf, size, t);
@@ -145,9 +125,9 @@ static void fix_checksums(uint8_t *buf, size_t size)
             fix_table(buf, size, root);
         }
     }
-    fix_sum(buf, 20, 8);
+    acpi_fix_checksum(buf, 20, 8);
     if (rev >= 2 && size >= 36)
-        fix_sum(buf, 36, 32);
+        acpi_fix_checksum(buf, 36, 32);
 }
 
 /* ---- invariants of the result ---- */
@@ -209,10 +189,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     parse_image(data, size);
 
-    uint8_t *fixed = malloc(size ? size : 1);
-    CHECK(fixed != NULL);
-    if (size)
-        memcpy(fixed, data, size);
+    uint8_t *fixed = fuzz_copy(data, size);
     fix_checksums(fixed, size);
     parse_image(fixed, size);
     free(fixed);

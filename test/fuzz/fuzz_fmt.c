@@ -19,39 +19,11 @@
 #include <string.h>
 #include <sys/types.h>
 
-#include "kernel/fmt.h"
 #include "test/fuzz/fuzz_input.h"
-
-/* fmt without the format attribute: the format strings here are built at run time. */
-static int fmt_call(char *buf, size_t size, const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    int n = fmt_vsnprintf(buf, size, f, ap);
-    va_end(ap);
-    return n;
-}
+#include "test/lib/fmt_libc.h"
 
 #define BUF 512
 static char got[BUF], want[BUF];
-
-#define BOTH(T, v)                                                                                             \
-    do {                                                                                                       \
-        switch (nstar) {                                                                                       \
-        case 0:                                                                                                \
-            rg = fmt_call(got, size, f, (T)(v));                                                               \
-            rw = snprintf(want, size, f, (T)(v));                                                              \
-            break;                                                                                             \
-        case 1:                                                                                                \
-            rg = fmt_call(got, size, f, star[0], (T)(v));                                                      \
-            rw = snprintf(want, size, f, star[0], (T)(v));                                                     \
-            break;                                                                                             \
-        default:                                                                                               \
-            rg = fmt_call(got, size, f, star[0], star[1], (T)(v));                                             \
-            rw = snprintf(want, size, f, star[0], star[1], (T)(v));                                            \
-            break;                                                                                             \
-        }                                                                                                      \
-    } while (0)
 
 static void one(struct reader *r)
 {
@@ -64,7 +36,7 @@ static void one(struct reader *r)
     size_t n = 0;
     static const char *const lit[] = { "", "x", "<", "abc ", "%% " };
     n += (size_t)snprintf(f + n, sizeof f - n, "%s%%", lit[(fl >> 5) % 5]);
-    int star[2], nstar = 0;
+    struct fmt_pair p = { .got = got, .want = want, .f = f };
     const char *len = "";
     if (conv != '%') {
         if (fl & 1) f[n++] = '-';
@@ -74,14 +46,14 @@ static void one(struct reader *r)
         if ((fl & 16) && strchr("oxX", conv)) f[n++] = '#';
         switch (wm % 3) {
         case 1: n += (size_t)snprintf(f + n, sizeof f - n, "%u", (unsigned)(wm >> 2)); break;
-        case 2: f[n++] = '*'; star[nstar++] = (int)(int8_t)take8(r) / 2; break;
+        case 2: f[n++] = '*'; p.star[p.nstar++] = (int)(int8_t)take8(r) / 2; break;
         default: break;
         }
         if (conv != 'c' && conv != 'p') {
             switch (pm % 4) {
             case 1: n += (size_t)snprintf(f + n, sizeof f - n, ".%u", (unsigned)(pm >> 2)); break;
             case 2: f[n++] = '.'; break;
-            case 3: f[n++] = '.'; f[n++] = '*'; star[nstar++] = (int)(int8_t)take8(r) / 2; break;
+            case 3: f[n++] = '.'; f[n++] = '*'; p.star[p.nstar++] = (int)(int8_t)take8(r) / 2; break;
             default: break;
             }
         }
@@ -100,42 +72,27 @@ static void one(struct reader *r)
             s[i] = 'z';
     }
     s[sl] = '\0';
-    size_t size = take8(r);
-    size = size == 255 ? 0 : size;
+    p.size = take8(r);
+    p.size = p.size == 255 ? 0 : p.size;
 
     memset(got, 0x5a, sizeof got);
     memset(want, 0x5a, sizeof want);
-    int rg = 0, rw = 0;
     switch (conv) {
     case '%':
-        rg = fmt_call(got, size, f);
-        rw = snprintf(want, size, f, 0); /* an unused argument keeps -Wformat-security quiet */
+        p.r_got = fmt_raw(got, p.size, f);
+        p.r_want = snprintf(want, p.size, f, 0); /* an unused argument keeps -Wformat-security quiet */
         break;
-    case 'c': BOTH(int, (unsigned char)v); break;
-    case 's': BOTH(const char *, s); break;
-    case 'p': BOTH(void *, (uintptr_t)(v | 1)); break;
-    case 'd':
-    case 'i':
-        if (!strcmp(len, "l") || !strcmp(len, "z")) BOTH(long, v);
-        else if (!strcmp(len, "ll")) BOTH(long long, v);
-        else if (!strcmp(len, "t")) BOTH(ptrdiff_t, v);
-        else if (!strcmp(len, "j")) BOTH(intmax_t, v);
-        else BOTH(int, v);
-        break;
-    default:
-        if (!strcmp(len, "l")) BOTH(unsigned long, v);
-        else if (!strcmp(len, "ll")) BOTH(unsigned long long, v);
-        else if (!strcmp(len, "z")) BOTH(size_t, v);
-        else if (!strcmp(len, "t")) BOTH(ptrdiff_t, v);
-        else if (!strcmp(len, "j")) BOTH(uintmax_t, v);
-        else BOTH(unsigned, v);
-        break;
+    case 'c': FMT_PAIR(&p, int, (unsigned char)v); break;
+    case 's': FMT_PAIR(&p, const char *, s); break;
+    case 'p': FMT_PAIR(&p, void *, (uintptr_t)(v | 1)); break;
+    default: fmt_pair_integer(&p, conv == 'd' || conv == 'i', len, v); break;
     }
-    if (rg != rw || memcmp(got, want, sizeof got) != 0) {
+    if (p.r_got != p.r_want || memcmp(got, want, sizeof got) != 0) {
+        size_t size = p.size;
         fprintf(stderr, "fuzz_fmt: mismatch for \"%s\" (stars %d %d, value %#llx, size %zu)\n  fmt:  %d \"%.*s\"\n"
                         "  libc: %d \"%.*s\"\n",
-                f, nstar > 0 ? star[0] : 0, nstar > 1 ? star[1] : 0, (unsigned long long)v, size, rg,
-                (int)(size ? strnlen(got, size) : 0), got, rw, (int)(size ? strnlen(want, size) : 0), want);
+                f, p.nstar > 0 ? p.star[0] : 0, p.nstar > 1 ? p.star[1] : 0, (unsigned long long)v, size, p.r_got,
+                (int)(size ? strnlen(got, size) : 0), got, p.r_want, (int)(size ? strnlen(want, size) : 0), want);
         abort();
     }
 }

@@ -17,14 +17,7 @@
 
 #include "hv/message.h"
 #include "hv/reftime.h"
-
-#define CHECK(cond)                                                                                            \
-    do {                                                                                                       \
-        if (!(cond)) {                                                                                         \
-            fprintf(stderr, "fuzz_hvmsg: invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);         \
-            abort();                                                                                           \
-        }                                                                                                      \
-    } while (0)
+#include "test/fuzz/fuzz_check.h"
 
 static uint64_t fuzz_tsc;
 

@@ -22,14 +22,7 @@
 #include <string.h>
 
 #include "drivers/netvsc/proto/nvsp_msg.h"
-
-#define CHECK(cond)                                                                                            \
-    do {                                                                                                       \
-        if (!(cond)) {                                                                                         \
-            fprintf(stderr, "fuzz_nvsp: invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);           \
-            abort();                                                                                           \
-        }                                                                                                      \
-    } while (0)
+#include "test/fuzz/fuzz_check.h"
 
 static volatile uint32_t sink;
 
@@ -150,8 +143,7 @@ static void check_accepted(const struct nvsp_msg *m, const uint8_t *buf, uint32_
             CHECK(n == 12 + 16 * m->u.recv_buf_complete.num_sections);
         else
             CHECK(n >= nvsp_msg_min_size(m->type) && n <= nvsp_msg_min_size(m->type) + 2);
-        uint8_t *c = malloc(n);
-        memcpy(c, b, n);
+        uint8_t *c = fuzz_copy(b, n);
         struct nvsp_msg r;
         const char *why;
         CHECK(nvsp_msg_check(c, n, dir, &r, &why) == STATUS_OK);
@@ -167,12 +159,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     uint8_t flags = data[0];
     enum nvsp_dir dir = (flags & 1) ? NVSP_TO_GUEST : NVSP_TO_HOST;
-    size_t n = size - 1;
-    if (n > 4096)
-        n = 4096;
-    uint32_t len = (uint32_t)n;
-    uint8_t *buf = malloc(len ? len : 1);
-    memcpy(buf, data + 1, len);
+    uint32_t len;
+    uint8_t *buf = fuzz_payload(data, size, 4096, &len);
 
     struct nvsp_msg m;
     const char *why = (const char *)1;

@@ -19,15 +19,8 @@
 #include <string.h>
 
 #include "kernel/pmm.h"
+#include "test/fuzz/fuzz_check.h"
 #include "test/fuzz/fuzz_input.h"
-
-#define CHECK(cond)                                                                                            \
-    do {                                                                                                       \
-        if (!(cond)) {                                                                                         \
-            fprintf(stderr, "fuzz_pmm: invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);           \
-            abort();                                                                                           \
-        }                                                                                                      \
-    } while (0)
 
 #define MAX_FRAMES 2048
 

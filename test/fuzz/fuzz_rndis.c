@@ -23,23 +23,10 @@
 #include <string.h>
 
 #include "drivers/netvsc/proto/rndis_msg.h"
-
-#define CHECK(cond)                                                                                            \
-    do {                                                                                                       \
-        if (!(cond)) {                                                                                         \
-            fprintf(stderr, "fuzz_rndis: invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);          \
-            abort();                                                                                           \
-        }                                                                                                      \
-    } while (0)
+#include "test/fuzz/fuzz_check.h"
+#include "test/lib/bytes.h"
 
 static volatile uint8_t sink;
-
-static uint32_t rd32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
 
 static void touch(const uint8_t *p, uint32_t n)
 {
@@ -64,7 +51,7 @@ static void reference_ppi(const uint8_t *ppi, uint32_t len, const struct rndis_p
     uint32_t pos = 0, count = 0, flags = 0;
     while (pos < len) {
         CHECK(len - pos >= 12);
-        uint32_t size = rd32(ppi + pos), type = rd32(ppi + pos + 4), off = rd32(ppi + pos + 8);
+        uint32_t size = get32(ppi + pos), type = get32(ppi + pos + 4), off = get32(ppi + pos + 8);
         CHECK(size >= 12 && size <= len - pos && off >= 12 && off <= size);
         const uint8_t *val = ppi + pos + off;
         uint32_t want_flag = 0, got = 0;
@@ -93,8 +80,8 @@ static void reference_ppi(const uint8_t *ppi, uint32_t len, const struct rndis_p
     pos = 0;
     uint32_t csum = 0, lso = 0, vlan = 0, hv = 0, hi = 0;
     while (pos < len) {
-        uint32_t size = rd32(ppi + pos), type = rd32(ppi + pos + 4), off = rd32(ppi + pos + 8);
-        uint32_t val = (size - off >= 4) ? rd32(ppi + pos + off) : 0;
+        uint32_t size = get32(ppi + pos), type = get32(ppi + pos + 4), off = get32(ppi + pos + 8);
+        uint32_t val = (size - off >= 4) ? get32(ppi + pos + off) : 0;
         switch (type) {
         case RNDIS_PPI_CHECKSUM: csum = val; break;
         case RNDIS_PPI_LSO: lso = val; break;
@@ -243,8 +230,7 @@ static void check_accepted(const struct rndis_msg *m, const uint8_t *msg, uint32
     rebuild(m);
 
     /* Bytes after msg_len do not matter: flip them all and check again. */
-    uint8_t *c = malloc(len ? len : 1);
-    memcpy(c, msg, len);
+    uint8_t *c = fuzz_copy(msg, len);
     for (uint32_t i = m->msg_len; i < len; i++)
         c[i] ^= 0xFF;
     struct rndis_msg m2;
@@ -263,12 +249,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     unsigned mode = data[0] % 3;
-    size_t n = size - 1;
-    if (n > 65536)
-        n = 65536;
-    uint32_t len = (uint32_t)n;
-    uint8_t *buf = malloc(len ? len : 1);
-    memcpy(buf, data + 1, len);
+    uint32_t len;
+    uint8_t *buf = fuzz_payload(data, size, 65536, &len);
 
     if (mode == 0) {
         struct rndis_msg m;

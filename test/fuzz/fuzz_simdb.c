@@ -4,8 +4,9 @@
  *
  * Part 1, the byte parser: the input is a doorbell byte stream. The events simdb_parse reports must
  * equal those of a plain reference scanner (a HELLO wherever a valid 13-byte frame starts, a KICK for
- * any other KICK byte, nothing for a frame still incomplete at the end), whether the stream is fed at
- * once or in chunks of 1..16 bytes (the chunk size is the input's first byte).
+ * any other KICK byte, nothing for a frame still incomplete at the end; test/lib/simdb_events.h,
+ * which test_hvsim.c compares with too), whether the stream is fed at once or in chunks of 1..16
+ * bytes (the chunk size is the input's first byte).
  *
  * Part 2, the mailbox: the same bytes, read as a program (test/fuzz/fuzz_input.h), fill a small guest
  * RAM and up to 24 requests (CPUID, RDMSR, WRMSR, hypercalls with fuzzed controls and GPAs) that
@@ -26,91 +27,20 @@
 #include "hv/proto/simdb.h"
 #include "sim/doorbell.h"
 #include "sim/hvsim.h"
+#include "test/fuzz/fuzz_check.h"
 #include "test/fuzz/fuzz_input.h"
+#include "test/lib/simdb_events.h"
 
-#define CHECK(cond)                                                                                            \
-    do {                                                                                                       \
-        if (!(cond)) {                                                                                         \
-            fprintf(stderr, "fuzz_simdb: invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);         \
-            abort();                                                                                           \
-        }                                                                                                      \
-    } while (0)
-
-#define MAX_EVENTS 4096
-#define KICK_EVENT UINT64_MAX
 #define RAM_SIZE (64u * 1024)
-
-struct events {
-    size_t n;
-    uint64_t ev[MAX_EVENTS];
-};
-
-static struct events got_whole, got_chunked, want;
-
-static void add(struct events *e, uint64_t v)
-{
-    if (e->n < MAX_EVENTS)
-        e->ev[e->n] = v;
-    e->n++;
-}
-
-static void on_kick(void *ctx)
-{
-    add(ctx, KICK_EVENT);
-}
-
-static void on_hello(void *ctx, uint64_t gpa)
-{
-    add(ctx, gpa);
-}
-
-static void reference(const uint8_t *b, size_t n, struct events *e)
-{
-    static const char magic[4] = { 'H', 'V', 'S', '1' };
-    size_t i = 0;
-    while (i < n) {
-        if (b[i] == 'H') {
-            size_t have = n - i < SIMDB_HELLO_LEN ? n - i : SIMDB_HELLO_LEN;
-            bool prefix = true;
-            for (size_t k = 1; k < have && k < 4; k++)
-                prefix = prefix && b[i + k] == (uint8_t)magic[k];
-            if (prefix && have < SIMDB_HELLO_LEN)
-                return; /* may still complete */
-            if (prefix && simdb_checksum(b + i, SIMDB_HELLO_LEN) == 0) {
-                uint64_t gpa = 0;
-                for (int k = 7; k >= 0; k--)
-                    gpa = gpa << 8 | b[i + 4 + k];
-                add(e, gpa);
-                i += SIMDB_HELLO_LEN;
-                continue;
-            }
-        } else if (b[i] == SIMDB_KICK) {
-            add(e, KICK_EVENT);
-        }
-        i++;
-    }
-}
-
-static bool same(const struct events *a, const struct events *b)
-{
-    size_t n = a->n < MAX_EVENTS ? a->n : MAX_EVENTS;
-    return a->n == b->n && memcmp(a->ev, b->ev, n * sizeof a->ev[0]) == 0;
-}
 
 static void check_parser(const uint8_t *data, size_t size)
 {
-    got_whole.n = got_chunked.n = want.n = 0;
-    struct simdb_parser p;
-    struct simdb_sink whole = { on_kick, on_hello, &got_whole }, chunked = { on_kick, on_hello, &got_chunked };
-    simdb_parser_init(&p);
-    simdb_parse(&p, data, size, &whole);
-    size_t chunk = size ? 1 + data[0] % 16 : 1;
-    simdb_parser_init(&p);
-    for (size_t i = 0; i < size; i += chunk)
-        simdb_parse(&p, data + i, size - i < chunk ? size - i : chunk, &chunked);
-    reference(data, size, &want);
-    CHECK(same(&got_whole, &want));
-    CHECK(same(&got_chunked, &want));
+    static struct simdb_events whole, chunked, want; /* large: off the stack */
+    whole = simdb_events_parse(data, size, size ? size : 1);
+    chunked = simdb_events_parse(data, size, size ? 1 + data[0] % 16 : 1);
+    want = simdb_events_reference(data, size);
+    CHECK(simdb_events_equal(&whole, &want));
+    CHECK(simdb_events_equal(&chunked, &want));
 }
 
 /* ---- part 2 ---- */

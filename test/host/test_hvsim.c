@@ -26,6 +26,7 @@
 #include "sim/doorbell.h"
 #include "sim/hvsim.h"
 #include "test/lib/fake_guest.h"
+#include "test/lib/simdb_events.h"
 #include "test/lib/test_util.h"
 
 #define RAM_SIZE (4u << 20)
@@ -83,11 +84,16 @@ static struct fixture *fx_new(uint32_t vps)
 }
 
 /* Hypercalls enabled and every VP's SynIC on. */
-static struct fixture *fx_ready(uint32_t vps)
+static struct fixture *fx_ready_cfg(struct hvsim_config cfg)
 {
-    struct fixture *f = fx_new(vps);
+    struct fixture *f = fx_new_cfg(cfg);
     fg_ready(&f->fg);
     return f;
+}
+
+static struct fixture *fx_ready(uint32_t vps)
+{
+    return fx_ready_cfg(default_config(vps));
 }
 
 static unsigned irq_count(struct fixture *f)
@@ -489,9 +495,7 @@ static void test_queue_overflow(void **state)
     (void)state;
     struct hvsim_config cfg = default_config(1);
     cfg.queue_depth = 4;
-    struct fixture *f = fx_new_cfg(cfg);
-    fg_enable_hypercalls(&f->fg);
-    fg_enable_synic(&f->fg, 0);
+    struct fixture *f = fx_ready_cfg(cfg);
     for (uint32_t i = 0; i < 5; i++) /* one in the slot, four queued */
         assert_int_equal(echo(f, 0, 0, 7, i, 8), HV_STATUS_SUCCESS);
     assert_int_equal(echo(f, 0, 0, 7, 99, 8), HV_STATUS_INSUFFICIENT_BUFFERS);
@@ -707,9 +711,7 @@ static void test_denied_hypercall_privileges(void **state)
     (void)state;
     struct hvsim_config cfg = default_config(1);
     cfg.deny_privileges_high = HV_PRIV_POST_MESSAGES | HV_PRIV_SIGNAL_EVENTS;
-    struct fixture *f = fx_new_cfg(cfg);
-    fg_enable_hypercalls(&f->fg);
-    fg_enable_synic(&f->fg, 0);
+    struct fixture *f = fx_ready_cfg(cfg);
     assert_int_equal(echo(f, 0, 0, 0, 1, 8), HV_STATUS_ACCESS_DENIED);
     assert_int_equal(fg_signal_fast(&f->fg, 0, HVSIM_CONN_EVENT_ECHO, 1), HV_STATUS_ACCESS_DENIED);
     /* ACCESS_DENIED comes before input checks. */
@@ -1237,9 +1239,7 @@ static void test_stats_and_verbose_log(void **state)
     (void)state;
     struct hvsim_config cfg = default_config(1);
     cfg.verbosity = 1;
-    struct fixture *f = fx_new_cfg(cfg);
-    fg_enable_hypercalls(&f->fg);
-    fg_enable_synic(&f->fg, 0);
+    struct fixture *f = fx_ready_cfg(cfg);
     assert_int_equal(echo(f, 0, 0, 1, 1, 8), HV_STATUS_SUCCESS);
     assert_int_equal(echo(f, 0, 0, 1, 2, 8), HV_STATUS_SUCCESS);
     fg_consume(&f->fg, 0, 1);
@@ -1362,41 +1362,6 @@ static void test_concurrent_vps_with_timer_thread(void **state)
 
 /* ---- doorbell: parser ---- */
 
-#define MAX_EVENTS 256
-
-struct events {
-    unsigned n;
-    uint64_t ev[MAX_EVENTS]; /* KICK_EVENT, or a HELLO's GPA */
-};
-#define KICK_EVENT UINT64_MAX
-
-static void ev_kick(void *ctx)
-{
-    struct events *e = ctx;
-    if (e->n < MAX_EVENTS)
-        e->ev[e->n] = KICK_EVENT;
-    e->n++;
-}
-
-static void ev_hello(void *ctx, uint64_t gpa)
-{
-    struct events *e = ctx;
-    if (e->n < MAX_EVENTS)
-        e->ev[e->n] = gpa;
-    e->n++;
-}
-
-static struct events parse_all(const uint8_t *b, size_t n, size_t chunk)
-{
-    struct events e = { 0 };
-    struct simdb_sink sink = { ev_kick, ev_hello, &e };
-    struct simdb_parser p;
-    simdb_parser_init(&p);
-    for (size_t i = 0; i < n; i += chunk)
-        simdb_parse(&p, b + i, n - i < chunk ? n - i : chunk, &sink);
-    return e;
-}
-
 static size_t hello_frame(uint8_t *out, uint64_t gpa)
 {
     out[0] = 'H';
@@ -1414,7 +1379,7 @@ static void test_parser_frames(void **state)
     (void)state;
     uint8_t b[256];
     size_t n = hello_frame(b, 0x12345000);
-    struct events e = parse_all(b, n, n);
+    struct simdb_events e = simdb_events_parse(b, n, n);
     assert_int_equal(e.n, 1);
     assert_int_equal(e.ev[0], 0x12345000);
     /* Firmware text, then KICKs around a frame whose GPA holds KICK bytes: those are not KICKs. */
@@ -1426,14 +1391,14 @@ static void test_parser_frames(void **state)
     n += hello_frame(b + n, 0xa5a5a5a5a5a5a000ull);
     b[n++] = SIMDB_KICK;
     b[n++] = SIMDB_KICK;
-    e = parse_all(b, n, n);
+    e = simdb_events_parse(b, n, n);
     assert_int_equal(e.n, 4);
     assert_int_equal(e.ev[0], KICK_EVENT);
     assert_int_equal(e.ev[1], 0xa5a5a5a5a5a5a000ull);
     assert_int_equal(e.ev[2], KICK_EVENT);
     assert_int_equal(e.ev[3], KICK_EVENT);
     /* Byte by byte: the same. */
-    struct events e1 = parse_all(b, n, 1);
+    struct simdb_events e1 = simdb_events_parse(b, n, 1);
     assert_int_equal(e1.n, e.n);
     assert_memory_equal(e1.ev, e.ev, e.n * sizeof e.ev[0]);
 }
@@ -1445,7 +1410,7 @@ static void test_parser_bad_checksum_and_resync(void **state)
     /* A bad checksum: no HELLO; the KICK inside its GPA bytes counts once the frame is dropped. */
     size_t n = hello_frame(b, 0x1000);
     b[6] = SIMDB_KICK;
-    struct events e = parse_all(b, n, n);
+    struct simdb_events e = simdb_events_parse(b, n, n);
     assert_int_equal(e.n, 1);
     assert_int_equal(e.ev[0], KICK_EVENT);
     /* A truncated frame ("HVS1" and 3 bytes) runs into a real one: the real one is found. */
@@ -1453,12 +1418,12 @@ static void test_parser_bad_checksum_and_resync(void **state)
     memmove(b + 7, b, n);
     memcpy(b, "HVS1abc", 7);
     n += 7;
-    e = parse_all(b, n, n);
+    e = simdb_events_parse(b, n, n);
     assert_int_equal(e.n, 1);
     assert_int_equal(e.ev[0], 0x7000);
     /* The same split in every possible place. */
     for (size_t chunk = 1; chunk < n; chunk++) {
-        e = parse_all(b, n, chunk);
+        e = simdb_events_parse(b, n, chunk);
         assert_int_equal(e.n, 1);
         assert_int_equal(e.ev[0], 0x7000);
     }
@@ -1467,43 +1432,13 @@ static void test_parser_bad_checksum_and_resync(void **state)
     hello_frame(frame, 0x9000);
     memcpy(b, "HVS1xx", 6);
     memcpy(b + 6, frame, sizeof frame);
-    e = parse_all(b, 6 + sizeof frame, 6 + sizeof frame);
+    e = simdb_events_parse(b, 6 + sizeof frame, 6 + sizeof frame);
     assert_int_equal(e.n, 1);
     assert_int_equal(e.ev[0], 0x9000);
     /* A frame cut short stays pending until more bytes come. */
     hello_frame(b, 0x3000);
-    struct events none = parse_all(b, 12, 12);
+    struct simdb_events none = simdb_events_parse(b, 12, 12);
     assert_int_equal(none.n, 0);
-}
-
-/* Reference scanner over a whole stream: a HELLO wherever a valid frame starts (taking its 13 bytes),
- * a KICK for any other KICK byte; stops where a frame could still be completing. */
-static struct events reference_parse(const uint8_t *b, size_t n)
-{
-    struct events e = { 0 };
-    size_t i = 0;
-    while (i < n) {
-        if (b[i] == 'H') {
-            size_t have = n - i < SIMDB_HELLO_LEN ? n - i : SIMDB_HELLO_LEN;
-            bool prefix = true;
-            for (size_t k = 1; k < have && k < 4; k++)
-                prefix = prefix && b[i + k] == "HVS1"[k];
-            if (prefix && have < SIMDB_HELLO_LEN)
-                break;
-            if (prefix && simdb_checksum(b + i, SIMDB_HELLO_LEN) == 0) {
-                uint64_t gpa = 0;
-                for (int k = 7; k >= 0; k--)
-                    gpa = gpa << 8 | b[i + 4 + k];
-                ev_hello(&e, gpa);
-                i += SIMDB_HELLO_LEN;
-                continue;
-            }
-        } else if (b[i] == SIMDB_KICK) {
-            ev_kick(&e);
-        }
-        i++;
-    }
-    return e;
 }
 
 static void test_parser_matches_reference(void **state)
@@ -1520,10 +1455,10 @@ static void test_parser_matches_reference(void **state)
         /* Plant valid frames, sometimes overlapping others. */
         for (int k = (int)rng_below(&r, 4); k > 0 && n >= SIMDB_HELLO_LEN; k--)
             hello_frame(b + rng_below(&r, n - SIMDB_HELLO_LEN + 1), rng_next(&r));
-        struct events want = reference_parse(b, n);
-        struct events got = parse_all(b, n, 1 + (size_t)rng_below(&r, 20));
+        struct simdb_events want = simdb_events_reference(b, n);
+        struct simdb_events got = simdb_events_parse(b, n, 1 + (size_t)rng_below(&r, 20));
         assert_int_equal(got.n, want.n);
-        assert_memory_equal(got.ev, want.ev, (want.n < MAX_EVENTS ? want.n : MAX_EVENTS) * sizeof want.ev[0]);
+        assert_memory_equal(got.ev, want.ev, (want.n < SIMDB_EVENTS_MAX ? want.n : SIMDB_EVENTS_MAX) * sizeof want.ev[0]);
     }
 }
 

@@ -164,6 +164,29 @@ static struct fixture *fx_connected(struct hvsim_vmbus_config cfg, uint32_t vers
     return f;
 }
 
+/* Connected at VMBUS_VERSION_COPPER with the given hazards on. */
+static struct fixture *fx_hazard(uint32_t hazards)
+{
+    struct hvsim_vmbus_config cfg = base_config(0);
+    cfg.hazards = hazards;
+    return fx_connected(cfg, VMBUS_VERSION_COPPER);
+}
+
+/* Posts the GPADL_HEADER of a 30-page GPADL with the first 26 of its PFNs (as many as a header
+ * holds); the GPADL_BODY with the rest is the caller's to send, or not. range_count: 1, or a wrong
+ * one. */
+static void post_gpadl_header_30(struct fixture *f, uint32_t relid, uint32_t gpadl, uint16_t range_count,
+                                 const uint64_t *pfn)
+{
+    uint8_t buf[HV_MESSAGE_PAYLOAD_MAX];
+    struct vmbus_msg_gpadl_header h = { .hdr.type = VMBUS_MSG_GPADL_HEADER, .child_relid = relid, .gpadl = gpadl,
+                                        .range_buflen = 8 + 8 * 30, .range_count = range_count,
+                                        .byte_count = 30 * 4096 };
+    memcpy(buf, &h, sizeof h);
+    memcpy(buf + sizeof h, pfn, 26 * 8);
+    fg_post(&f->fg, buf, sizeof h + 26 * 8);
+}
+
 /* ---- version negotiation ---- */
 
 /* For every host, a guest that offers 6.0 downwards (conn 4 from 5.0 on, falling back to conn 1 when
@@ -429,13 +452,8 @@ static void test_gpadl_bad(void **state)
     assert_int_not_equal(fg_create_gpadl(&f->fg, NETVSC_RELID, 0x103, bad, 40), 0);
     errors += 2;
     /* A body with more PFNs than remain; then the rest of its bodies find no GPADL (logged only). */
+    post_gpadl_header_30(f, NETVSC_RELID, 0x104, 1, pfn);
     uint8_t buf[HV_MESSAGE_PAYLOAD_MAX];
-    struct vmbus_msg_gpadl_header h = { .hdr.type = VMBUS_MSG_GPADL_HEADER, .child_relid = NETVSC_RELID,
-                                        .gpadl = 0x104, .range_buflen = 8 + 8 * 30, .range_count = 1,
-                                        .byte_count = 30 * 4096 };
-    memcpy(buf, &h, sizeof h);
-    memcpy(buf + sizeof h, pfn, 26 * 8);
-    fg_post(&f->fg, buf, sizeof h + 26 * 8);
     struct vmbus_msg_gpadl_body b = { .hdr.type = VMBUS_MSG_GPADL_BODY, .msg_number = 1, .gpadl = 0x104 };
     memcpy(buf, &b, sizeof b);
     memcpy(buf + sizeof b, pfn, 5 * 8);
@@ -446,18 +464,12 @@ static void test_gpadl_bad(void **state)
     fg_flush(&f->fg);
     assert_int_equal(stats(f).guest_errors, errors);
     /* A new header for a handle still being built: both dropped, one failure answer. */
-    h.gpadl = 0x105;
-    memcpy(buf, &h, sizeof h);
-    memcpy(buf + sizeof h, pfn, 26 * 8);
-    fg_post(&f->fg, buf, sizeof h + 26 * 8);
-    fg_post(&f->fg, buf, sizeof h + 26 * 8);
+    post_gpadl_header_30(f, NETVSC_RELID, 0x105, 1, pfn);
+    post_gpadl_header_30(f, NETVSC_RELID, 0x105, 1, pfn);
     expect_created_status(f, 0x105, false);
     errors++;
     /* Header fields that disagree (two ranges) still get an answer. */
-    h.gpadl = 0x106;
-    h.range_count = 2;
-    memcpy(buf, &h, sizeof h);
-    fg_post(&f->fg, buf, sizeof h + 26 * 8);
+    post_gpadl_header_30(f, NETVSC_RELID, 0x106, 2, pfn);
     expect_created_status(f, 0x106, false);
     errors++;
     /* A body for a complete GPADL: dropped. */
@@ -540,13 +552,7 @@ static void test_open_failures(void **state)
     uint64_t pfn[30];
     for (uint32_t i = 0; i < 30; i++)
         pfn[i] = (FG_ARENA_GPA >> 12) + 100 + i;
-    uint8_t buf[HV_MESSAGE_PAYLOAD_MAX];
-    struct vmbus_msg_gpadl_header h = { .hdr.type = VMBUS_MSG_GPADL_HEADER, .child_relid = STORVSC_RELID,
-                                        .gpadl = 0x301, .range_buflen = 8 + 8 * 30, .range_count = 1,
-                                        .byte_count = 30 * 4096 };
-    memcpy(buf, &h, sizeof h);
-    memcpy(buf + sizeof h, pfn, 26 * 8);
-    fg_post(&f->fg, buf, sizeof h + 26 * 8);
+    post_gpadl_header_30(f, STORVSC_RELID, 0x301, 1, pfn);
     assert_int_not_equal(fg_open_channel(&f->fg, STORVSC_RELID, 0x301, 4, 0), 0);
     errors++;
     assert_int_equal(stats(f).guest_errors, errors);
@@ -838,9 +844,7 @@ static void test_unload(void **state)
 static void test_hazard_irq_before_open_result(void **state)
 {
     (void)state;
-    struct hvsim_vmbus_config cfg = base_config(0);
-    cfg.hazards = HVSIM_VMBUS_IRQ_BEFORE_OPEN_RESULT;
-    struct fixture *f = fx_connected(cfg, VMBUS_VERSION_COPPER);
+    struct fixture *f = fx_hazard(HVSIM_VMBUS_IRQ_BEFORE_OPEN_RESULT);
     fg_create_contiguous(&f->fg, NETVSC_RELID, 0x800, 4);
     fg_send_open(&f->fg, NETVSC_RELID, 0x800, 2, 1);
     /* By the time the result is in the slot, the channel's flag is already set on its VP. */
@@ -853,9 +857,7 @@ static void test_hazard_irq_before_open_result(void **state)
 static void test_hazard_send_on_open(void **state)
 {
     (void)state;
-    struct hvsim_vmbus_config cfg = base_config(0);
-    cfg.hazards = HVSIM_VMBUS_SEND_ON_OPEN;
-    struct fixture *f = fx_connected(cfg, VMBUS_VERSION_COPPER);
+    struct fixture *f = fx_hazard(HVSIM_VMBUS_SEND_ON_OPEN);
     uint64_t gpa = fg_create_contiguous(&f->fg, NETVSC_RELID, 0x810, 4);
     assert_false(fg_event_flag(&f->fg, 0, VMBUS_MESSAGE_SINT, NETVSC_RELID));
     assert_int_equal(fg_open_channel(&f->fg, NETVSC_RELID, 0x810, 2, 0), 0);
@@ -925,9 +927,7 @@ static void test_hazard_reorder(void **state)
 static void test_hazard_rescind_during_open(void **state)
 {
     (void)state;
-    struct hvsim_vmbus_config cfg = base_config(0);
-    cfg.hazards = HVSIM_VMBUS_RESCIND_DURING_OPEN;
-    struct fixture *f = fx_connected(cfg, VMBUS_VERSION_COPPER);
+    struct fixture *f = fx_hazard(HVSIM_VMBUS_RESCIND_DURING_OPEN);
     fg_create_contiguous(&f->fg, NETVSC_RELID, 0x840, 4);
     /* A bad open is refused as usual; a good one is answered by a rescind, then a failure. */
     assert_int_not_equal(fg_open_channel(&f->fg, NETVSC_RELID, 0x840, 9, 0), 0);
@@ -989,9 +989,7 @@ static void test_hazard_bad_offers(void **state)
 static void test_hazard_unasked_responses(void **state)
 {
     (void)state;
-    struct hvsim_vmbus_config cfg = base_config(0);
-    cfg.hazards = HVSIM_VMBUS_UNASKED_RESPONSES;
-    struct fixture *f = fx_connected(cfg, VMBUS_VERSION_COPPER);
+    struct fixture *f = fx_hazard(HVSIM_VMBUS_UNASKED_RESPONSES);
     struct fg_msg m;
     fg_expect(&f->fg, VMBUS_MSG_GPADL_CREATED, &m);
     assert_int_equal(m.u.created.gpadl, 0x0BAD0BAD);

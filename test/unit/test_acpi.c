@@ -19,6 +19,8 @@
 #include <string.h>
 
 #include "kernel/acpi.h"
+#include "test/lib/acpi_checksum.h"
+#include "test/lib/bytes.h"
 #include "test/lib/test_util.h"
 
 /* ---- simulated physical memory ---------------------------------------------------------------- */
@@ -111,27 +113,13 @@ static uint8_t *P(uint64_t phys)
     return M->buf + (phys - MEM_BASE);
 }
 
-static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-
-static void fix_checksum(uint8_t *p, size_t len, size_t at)
-{
-    p[at] = 0;
-    uint8_t s = 0;
-    for (size_t i = 0; i < len; i++)
-        s = (uint8_t)(s + p[i]);
-    p[at] = (uint8_t)-s;
-}
-
 /* ---- table builders (ACPI 6.5 layouts) -------------------------------------------------------- */
 
 #define HDR 36 /* SDT header: Signature 0, Length 4, Revision 8, Checksum 9, OEMID 10, ... */
 
 static void sdt_fix(uint64_t phys)
 {
-    fix_checksum(P(phys), get32(P(phys) + 4), 9);
+    acpi_fix_checksum(P(phys), get32(P(phys) + 4), 9);
 }
 
 /* A zeroed table of `len` bytes with a header; the caller fills it and calls sdt_fix. */
@@ -161,11 +149,11 @@ static void rsdp_write(uint64_t phys, uint8_t rev, uint32_t rsdt, uint64_t xsdt)
     memcpy(r + 9, "OEMXYZ", 6);
     r[15] = rev;
     put32(r + 16, rsdt);
-    fix_checksum(r, 20, 8);
+    acpi_fix_checksum(r, 20, 8);
     if (rev >= 2) {
         put32(r + 20, 36);
         put64(r + 24, xsdt);
-        fix_checksum(r, 36, 32);
+        acpi_fix_checksum(r, 36, 32);
     }
 }
 
@@ -1162,20 +1150,34 @@ static void test_no_madt_no_fadt(void **state)
     assert_false(info.have_s5);
 }
 
+/* The sweeps below: the standard image, parsed once as it is; each variant's result is compared with
+ * that one (sweep_same). */
+static struct acpi_info sweep_full;
+
+static struct image sweep_begin(void)
+{
+    struct image im = build_image(2, false);
+    assert_int_equal(parse(im.rsdp), STATUS_OK);
+    sweep_full = info;
+    return im;
+}
+
+/* Whether the last parse, which returned s, gave the full image's result. */
+static bool sweep_same(status_t s)
+{
+    return s == STATUS_OK && memcmp(&info, &sweep_full, sizeof info) == 0;
+}
+
 /* Memory cut short at every byte of the image: never a crash or an over-read, and whatever is lost
  * compared with the full image is reported. */
 static void test_truncated_memory_sweep(void **state)
 {
     (void)state;
-    struct image im = build_image(2, false);
+    struct image im = sweep_begin();
     size_t used = M->used;
-    assert_int_equal(parse(im.rsdp), STATUS_OK);
-    static struct acpi_info full;
-    full = info;
     for (size_t limit = 0; limit <= used; limit++) {
         M->limit = limit;
-        status_t s = parse(im.rsdp);
-        bool same = s == STATUS_OK && memcmp(&info, &full, sizeof info) == 0;
+        bool same = sweep_same(parse(im.rsdp));
         if (!same && rep.count == 0)
             fail_msg("memory cut at %zu bytes: result changed without a report", limit);
         if (limit < used)
@@ -1188,18 +1190,15 @@ static void test_truncated_memory_sweep(void **state)
 static void test_corrupted_byte_sweep(void **state)
 {
     (void)state;
-    struct image im = build_image(2, false);
+    struct image im = sweep_begin();
     size_t used = M->used;
-    assert_int_equal(parse(im.rsdp), STATUS_OK);
-    static struct acpi_info full;
-    full = info;
     for (size_t off = 0; off < used; off++) {
         for (int pass = 0; pass < 2; pass++) {
             uint8_t x = pass ? 0xff : 0x01;
             M->buf[off] ^= x;
             status_t s = parse(im.rsdp);
             M->buf[off] ^= x;
-            bool same = s == STATUS_OK && memcmp(&info, &full, sizeof info) == 0;
+            bool same = sweep_same(s);
             if (!same && rep.count == 0)
                 fail_msg("byte %zu ^ %#x changed the result without a report", off, x);
         }

@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include "kernel/fmt.h"
+#include "test/lib/fmt_libc.h"
 #include "test/lib/test_util.h"
 
 #define BUF 640
@@ -50,16 +51,6 @@ static void check_same(const char *file, int line, const char *what, size_t size
      check_same(__FILE__, __LINE__, #__VA_ARGS__, (size), fmt_snprintf(got, (size), __VA_ARGS__),              \
                 snprintf(want, (size), __VA_ARGS__)))
 #define SAME(...) SAME_N(sizeof got, __VA_ARGS__)
-
-/* A wrapper without the format attribute, for format strings the compiler would (rightly) reject. */
-static int fmt_raw(char *buf, size_t size, const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    int n = fmt_vsnprintf(buf, size, f, ap);
-    va_end(ap);
-    return n;
-}
 
 /* Plain text and %% are copied; the return value is the length. */
 static void test_plain_text(void **state)
@@ -299,25 +290,6 @@ static uint64_t random_value(struct rng *r)
     }
 }
 
-/* Calls both formatters with the star arguments, then the value cast to T. */
-#define CALL_BOTH(T, v)                                                                                        \
-    do {                                                                                                       \
-        switch (nstar) {                                                                                       \
-        case 0:                                                                                                \
-            r_got = fmt_raw(got, size, f, (T)(v));                                                            \
-            r_want = snprintf(want, size, f, (T)(v));                                                          \
-            break;                                                                                             \
-        case 1:                                                                                                \
-            r_got = fmt_raw(got, size, f, star[0], (T)(v));                                                   \
-            r_want = snprintf(want, size, f, star[0], (T)(v));                                                 \
-            break;                                                                                             \
-        default:                                                                                               \
-            r_got = fmt_raw(got, size, f, star[0], star[1], (T)(v));                                          \
-            r_want = snprintf(want, size, f, star[0], star[1], (T)(v));                                        \
-            break;                                                                                             \
-        }                                                                                                      \
-    } while (0)
-
 static void test_random_against_libc(void **state)
 {
     (void)state;
@@ -343,13 +315,13 @@ static void test_random_against_libc(void **state)
         for (const char *q = flagset; *q; q++)
             if (rng_below(&r, 3) == 0)
                 f[fl++] = *q;
-        int star[2], nstar = 0;
+        struct fmt_pair p = { .got = got, .want = want, .f = f };
         unsigned wmode = (unsigned)rng_below(&r, 3); /* none, literal, '*' */
         if (wmode == 1) {
             fl += (size_t)snprintf(f + fl, sizeof f - fl, "%u", (unsigned)rng_below(&r, 30));
         } else if (wmode == 2) {
             f[fl++] = '*';
-            star[nstar++] = (int)rng_below(&r, 61) - 30;
+            p.star[p.nstar++] = (int)rng_below(&r, 61) - 30;
         }
         bool precision_ok = k != K_CHAR && k != K_POINTER;
         if (precision_ok && rng_below(&r, 2)) {
@@ -360,7 +332,7 @@ static void test_random_against_libc(void **state)
                     fl += (size_t)snprintf(f + fl, sizeof f - fl, "%u", (unsigned)rng_below(&r, 25));
             } else {
                 f[fl++] = '*';
-                star[nstar++] = (int)rng_below(&r, 30) - 5;
+                p.star[p.nstar++] = (int)rng_below(&r, 30) - 5;
             }
         }
         const char *len = "";
@@ -370,36 +342,24 @@ static void test_random_against_libc(void **state)
         f[fl] = '\0';
 
         uint64_t v = random_value(&r);
-        size_t size = sizeof got;
+        p.size = sizeof got;
         for (int pass = 0; pass < 2; pass++) {
-            int r_got = 0, r_want = 0;
+            p.r_got = p.r_want = 0;
             fill_sentinel();
-            if (k == K_CHAR) {
-                CALL_BOTH(int, (unsigned char)v);
-            } else if (k == K_STRING) {
-                CALL_BOTH(const char *, strings[v % (sizeof strings / sizeof strings[0])]);
-            } else if (k == K_POINTER) {
-                CALL_BOTH(void *, (uintptr_t)(v | 1)); /* non-NULL: glibc prints NULL as "(nil)" */
-            } else if (k == K_SIGNED) {
-                if (!strcmp(len, "l") || !strcmp(len, "z")) CALL_BOTH(long, v);
-                else if (!strcmp(len, "ll")) CALL_BOTH(long long, v);
-                else if (!strcmp(len, "t")) CALL_BOTH(ptrdiff_t, v);
-                else if (!strcmp(len, "j")) CALL_BOTH(intmax_t, v);
-                else CALL_BOTH(int, v);
-            } else {
-                if (!strcmp(len, "l")) CALL_BOTH(unsigned long, v);
-                else if (!strcmp(len, "ll")) CALL_BOTH(unsigned long long, v);
-                else if (!strcmp(len, "z")) CALL_BOTH(size_t, v);
-                else if (!strcmp(len, "t")) CALL_BOTH(ptrdiff_t, v);
-                else if (!strcmp(len, "j")) CALL_BOTH(uintmax_t, v);
-                else CALL_BOTH(unsigned, v);
-            }
+            if (k == K_CHAR)
+                FMT_PAIR(&p, int, (unsigned char)v);
+            else if (k == K_STRING)
+                FMT_PAIR(&p, const char *, strings[v % (sizeof strings / sizeof strings[0])]);
+            else if (k == K_POINTER)
+                FMT_PAIR(&p, void *, (uintptr_t)(v | 1)); /* non-NULL: glibc prints NULL as "(nil)" */
+            else
+                fmt_pair_integer(&p, k == K_SIGNED, len, v);
             char what[128];
             snprintf(what, sizeof what, "random #%d: \"%s\" stars %d,%d value %#llx", iter, f,
-                     nstar > 0 ? star[0] : 0, nstar > 1 ? star[1] : 0, (unsigned long long)v);
-            check_same(__FILE__, __LINE__, what, size, r_got, r_want);
+                     p.nstar > 0 ? p.star[0] : 0, p.nstar > 1 ? p.star[1] : 0, (unsigned long long)v);
+            check_same(__FILE__, __LINE__, what, p.size, p.r_got, p.r_want);
             /* Second pass: the same call into a random buffer size around the output length. */
-            size = (size_t)rng_below(&r, (uint64_t)r_want + 3);
+            p.size = (size_t)rng_below(&r, (uint64_t)p.r_want + 3);
         }
     }
 }

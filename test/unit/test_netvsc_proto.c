@@ -19,21 +19,10 @@
 
 #include "drivers/netvsc/proto/nvsp_msg.h"
 #include "drivers/netvsc/proto/rndis_msg.h"
+#include "test/lib/bytes.h"
 #include "test/lib/test_util.h"
 
 /* ---- helpers ---- */
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-    memcpy(p, &v, 4);
-}
-
-static uint32_t rd32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
 
 /* An exactly-sized heap copy (at least one byte allocated, so a 0-length copy is a valid pointer). */
 static uint8_t *dup_exact(const void *p, size_t n)
@@ -166,26 +155,91 @@ static void rndis_expect_ok(const void *msg, uint32_t len, struct rndis_msg *m, 
 static void craft_packet(uint8_t *b, uint32_t msg_len, uint32_t data_off, uint32_t data_len, uint32_t oob_off,
                          uint32_t oob_len, uint32_t ppi_off, uint32_t ppi_len)
 {
-    wr32(b, RNDIS_MSG_PACKET);
-    wr32(b + 4, msg_len);
-    wr32(b + 8, data_off);
-    wr32(b + 12, data_len);
-    wr32(b + 16, oob_off);
-    wr32(b + 20, oob_len);
-    wr32(b + 24, 0);
-    wr32(b + 28, ppi_off);
-    wr32(b + 32, ppi_len);
-    wr32(b + 36, 0);
-    wr32(b + 40, 0);
+    put32(b, RNDIS_MSG_PACKET);
+    put32(b + 4, msg_len);
+    put32(b + 8, data_off);
+    put32(b + 12, data_len);
+    put32(b + 16, oob_off);
+    put32(b + 20, oob_len);
+    put32(b + 24, 0);
+    put32(b + 28, ppi_off);
+    put32(b + 32, ppi_len);
+    put32(b + 36, 0);
+    put32(b + 40, 0);
 }
 
 static void put_ppi(uint8_t *e, uint32_t size, uint32_t type, uint32_t voff, uint32_t value)
 {
-    wr32(e, size);
-    wr32(e + 4, type);
-    wr32(e + 8, voff);
+    put32(e, size);
+    put32(e + 4, type);
+    put32(e + 8, voff);
     if (voff >= 12 && (uint64_t)voff + 4 <= size)
-        wr32(e + voff, value);
+        put32(e + voff, value);
+}
+
+/* A PACKET in b (cap bytes, zeroed first) with a PPI area of ppi_len bytes at 44 (offset 36) and 20
+ * bytes of data after it; returns its msg_len. */
+static uint32_t ppi_packet(uint8_t *b, size_t cap, uint32_t ppi_len)
+{
+    memset(b, 0, cap);
+    craft_packet(b, 44 + ppi_len + 20, 36 + ppi_len, 20, 0, 0, 36, ppi_len);
+    return 44 + ppi_len + 20;
+}
+
+/* Such a PACKET whose PPI area is count minimal elements (12 bytes, no value, unknown type 100). */
+static uint32_t ppi_packet_elements(uint8_t *b, size_t cap, uint32_t count)
+{
+    uint32_t n = ppi_packet(b, cap, count * 12);
+    for (uint32_t i = 0; i < count; i++)
+        put_ppi(b + 44 + 12 * i, 12, 100, 12, 0);
+    return n;
+}
+
+/* Such a PACKET whose first PPI element has the header (size, type, value offset) is refused. */
+static void ppi_expect_bad(uint8_t *b, size_t cap, uint32_t ppi_len, uint32_t size, uint32_t type, uint32_t voff,
+                           const char *reason)
+{
+    uint32_t n = ppi_packet(b, cap, ppi_len);
+    put_ppi(b + 44, size, type, voff, 0);
+    rndis_expect_bad(b, n, reason);
+}
+
+/* Checks the n bytes at b are accepted as a message of `type` with request id rid. */
+static void rndis_expect_msg(const uint8_t *b, uint32_t n, uint32_t type, uint32_t rid)
+{
+    struct rndis_msg m;
+    uint8_t *c;
+    rndis_expect_ok(b, n, &m, &c);
+    assert_int_equal(m.type, type);
+    assert_int_equal(m.request_id, rid);
+    free(c);
+}
+
+/* What every RNDIS (offset, length) buffer is refused for, on a valid message of n bytes at b whose
+ * buffer ends the message: the offset field at off_at holds the first offset past the fixed part,
+ * the length field at len_at the buffer's length. Each offset below the first overlaps the header;
+ * an offset one byte further, offsets that wrap 32 bits, one byte more and lengths that wrap are
+ * beyond the message. The two fields are put back afterwards. */
+static void rndis_buffer_errors(uint8_t *b, uint32_t n, uint32_t off_at, uint32_t len_at, const char *overlaps,
+                                const char *beyond)
+{
+    const uint32_t first = get32(b + off_at), len = get32(b + len_at);
+    for (uint32_t off = 0; off < first; off++) {
+        put32(b + off_at, off);
+        rndis_expect_bad(b, n, overlaps);
+    }
+    const uint32_t offs[] = { first + 1, 0xFFFFFFF8, 0xFFFFFFF9, 0xFFFFFFFC, 0xFFFFFFFF, 0x80000000 };
+    for (unsigned i = 0; i < sizeof offs / sizeof offs[0]; i++) {
+        put32(b + off_at, offs[i]);
+        rndis_expect_bad(b, n, beyond);
+    }
+    put32(b + off_at, first);
+    const uint32_t lens[] = { len + 1, 0xFFFFFFFE, 0xFFFFFFFF };
+    for (unsigned i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        put32(b + len_at, lens[i]);
+        rndis_expect_bad(b, n, beyond);
+    }
+    put32(b + len_at, len);
 }
 
 /* ================================ NVSP ================================ */
@@ -329,7 +383,7 @@ static void test_nvsp_roundtrip_host(void **state)
         assert_int_equal(m.u.init_complete.negotiated_version, 0xFFFFFFFF);
         assert_int_equal(m.u.init_complete.max_mdl_chain_len, 34);
         assert_int_equal(m.u.init_complete.status, NVSP_STATUS_SUCCESS);
-        assert_int_equal(rd32(b + 12), NVSP_STATUS_SUCCESS); /* status is the last field */
+        assert_int_equal(get32(b + 12), NVSP_STATUS_SUCCESS); /* status is the last field */
 
         struct nvsp_recv_section s = { 0, 1806, 9000, 1806u * 9000u };
         n = nvsp_build_recv_buf_complete(b, sizeof b, pad, NVSP_STATUS_SUCCESS, &s, 1);
@@ -380,7 +434,7 @@ static void test_nvsp_roundtrip_host(void **state)
         e[i] = (uint32_t)i % 4;
     uint32_t n = nvsp_build_indirection_table(b, sizeof b, e, 16);
     assert_int_equal(n, 12 + 64);
-    assert_int_equal(rd32(b + 8), 12);
+    assert_int_equal(get32(b + 8), 12);
     uint8_t *c = dup_exact(b, n);
     const char *why;
     assert_int_equal(nvsp_msg_check(c, n, NVSP_TO_GUEST, &m, &why), STATUS_OK);
@@ -434,7 +488,7 @@ static void test_nvsp_wrong_direction(void **state)
     };
     uint8_t b[40] = { 0 };
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        wr32(b, cases[i].type);
+        put32(b, cases[i].type);
         nvsp_expect_bad(b, sizeof b, cases[i].bad_dir, "NVSP message type not sent in this direction");
     }
 }
@@ -444,14 +498,14 @@ static void test_nvsp_short_and_unknown(void **state)
 {
     (void)state;
     uint8_t b[40] = { 0 };
-    wr32(b, NVSP_MSG_INIT);
+    put32(b, NVSP_MSG_INIT);
     for (uint32_t n = 0; n < 4; n++) {
         nvsp_expect_bad(b, n, NVSP_TO_HOST, "shorter than the 4-byte NVSP header");
         nvsp_expect_bad(b, n, NVSP_TO_GUEST, "shorter than the 4-byte NVSP header");
     }
     const uint32_t unknown[] = { 0, 3, 99, 109, 117, 124, 126, 127, 130, 135, 136, 137, 0x80000001u, 0xFFFFFFFFu };
     for (unsigned i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
-        wr32(b, unknown[i]);
+        put32(b, unknown[i]);
         nvsp_expect_bad(b, sizeof b, NVSP_TO_HOST, "unknown NVSP message type");
         nvsp_expect_bad(b, sizeof b, NVSP_TO_GUEST, "unknown NVSP message type");
     }
@@ -499,7 +553,7 @@ static void test_nvsp_truncation_sweep(void **state)
     ADD(NVSP_TO_GUEST, nvsp_build_indirection_table(b, sizeof b, e, 16));
 #undef ADD
     for (unsigned i = 0; i < count; i++) {
-        uint32_t type = rd32(msgs[i].bytes);
+        uint32_t type = get32(msgs[i].bytes);
         uint32_t need = nvsp_msg_min_size(type);
         if (type == NVSP_MSG1_SEND_RECEIVE_BUFFER_COMPLETE)
             need += 16; /* its one section */
@@ -549,14 +603,14 @@ static void test_nvsp_recv_buf_complete_checks(void **state)
     uint32_t n = nvsp_build_recv_buf_complete(b, sizeof b, 0, NVSP_STATUS_SUCCESS, s, 5);
     assert_int_equal(n, 12 + 80);
     nvsp_expect_bad(b, n, NVSP_TO_GUEST, "too many receive buffer sections");
-    wr32(b + 8, 0xFFFFFFFF);
+    put32(b + 8, 0xFFFFFFFF);
     nvsp_expect_bad(b, n, NVSP_TO_GUEST, "too many receive buffer sections");
 
     /* The count says 2 but the message has room for 1 (a 28-byte host message). */
     n = nvsp_build_recv_buf_complete(b, sizeof b, 0, NVSP_STATUS_SUCCESS, s, 1);
-    wr32(b + 8, 2);
+    put32(b + 8, 2);
     nvsp_expect_bad(b, n, NVSP_TO_GUEST, "receive buffer sections beyond the message");
-    wr32(b + 8, 1);
+    put32(b + 8, 1);
     nvsp_expect_bad(b, n - 1, NVSP_TO_GUEST, "receive buffer sections beyond the message");
 
     /* Inconsistent sections, with SUCCESS. */
@@ -596,7 +650,7 @@ static void test_nvsp_indirection_table_checks(void **state)
     const uint32_t badcount[] = { 0, 1, 15, 129, 0x40000000, 0xFFFFFFFF };
     for (unsigned i = 0; i < sizeof badcount / sizeof badcount[0]; i++) {
         uint32_t n = nvsp_build_indirection_table(b, sizeof b, e, 16);
-        wr32(b + 4, badcount[i]);
+        put32(b + 4, badcount[i]);
         nvsp_expect_bad(b, n, NVSP_TO_GUEST, "indirection table entry count out of range");
     }
     nvsp_expect_bad(b, nvsp_build_indirection_table(b, sizeof b, e, 129), NVSP_TO_GUEST,
@@ -605,26 +659,26 @@ static void test_nvsp_indirection_table_checks(void **state)
     /* The offset counts from the message start: 12 is the first byte after the fixed part. */
     uint32_t n = nvsp_build_indirection_table(b, sizeof b, e, 16);
     for (uint32_t off = 0; off < 12; off++) {
-        wr32(b + 8, off);
+        put32(b + 8, off);
         nvsp_expect_bad(b, n, NVSP_TO_GUEST, "indirection table overlaps the message header");
     }
-    wr32(b + 8, 13); /* one byte too far for the bytes given */
+    put32(b + 8, 13); /* one byte too far for the bytes given */
     nvsp_expect_bad(b, n, NVSP_TO_GUEST, "indirection table beyond the message");
-    wr32(b + 8, 12);
+    put32(b + 8, 12);
     nvsp_expect_bad(b, n - 1, NVSP_TO_GUEST, "indirection table beyond the message");
     const uint32_t wrap[] = { 0xFFFFFFFC, 0xFFFFFFC0, 0x80000000 };
     for (unsigned i = 0; i < 3; i++) {
-        wr32(b + 8, wrap[i]);
+        put32(b + 8, wrap[i]);
         nvsp_expect_bad(b, n, NVSP_TO_GUEST, "indirection table beyond the message");
     }
 
     /* Hyper-V <= 6 layout: the table at 40, the offset field too small; the fix-up moves it. */
     memset(b, 0, sizeof b);
-    wr32(b, NVSP_MSG5_SEND_INDIRECTION_TABLE);
-    wr32(b + 4, 16);
-    wr32(b + 8, 28);
+    put32(b, NVSP_MSG5_SEND_INDIRECTION_TABLE);
+    put32(b + 4, 16);
+    put32(b + 8, 28);
     for (int i = 0; i < 16; i++)
-        wr32(b + 40 + 4 * i, (uint32_t)i + 100);
+        put32(b + 40 + 4 * i, (uint32_t)i + 100);
     n = 40 + 64;
     uint8_t *c = dup_exact(b, n);
     const char *why;
@@ -718,15 +772,11 @@ static void test_rndis_roundtrip_guest(void **state)
     assert_int_equal(m.u.init_req.max_xfer_size, 0x4000);
     free(c);
 
-    n = rndis_build_halt(b, sizeof b, 8);
-    rndis_expect_ok(b, n, &m, &c);
-    assert_int_equal(m.type, RNDIS_MSG_HALT);
-    assert_int_equal(m.request_id, 8);
-    free(c);
+    rndis_expect_msg(b, rndis_build_halt(b, sizeof b, 8), RNDIS_MSG_HALT, 8);
 
     n = rndis_build_query(b, sizeof b, 9, RNDIS_OID_802_3_PERMANENT_ADDRESS, NULL, 0);
     assert_int_equal(n, 28);
-    assert_int_equal(rd32(b + 20), 20);
+    assert_int_equal(get32(b + 20), 20);
     rndis_expect_ok(b, n, &m, &c);
     assert_int_equal(m.u.oid_req.oid, RNDIS_OID_802_3_PERMANENT_ADDRESS);
     assert_null(m.u.oid_req.info);
@@ -740,7 +790,7 @@ static void test_rndis_roundtrip_guest(void **state)
     assert_int_equal(m.request_id, 10);
     assert_int_equal(m.u.oid_req.info_len, 4);
     assert_ptr_equal(m.u.oid_req.info, c + 28);
-    assert_int_equal(rd32(m.u.oid_req.info), 9);
+    assert_int_equal(get32(m.u.oid_req.info), 9);
     free(c);
 
     uint8_t rss_caps_in[18] = { 0x88, 2, 18, 0 };
@@ -750,17 +800,9 @@ static void test_rndis_roundtrip_guest(void **state)
     assert_memory_equal(m.u.oid_req.info, rss_caps_in, 18);
     free(c);
 
-    n = rndis_build_keepalive(b, sizeof b, 12);
-    rndis_expect_ok(b, n, &m, &c);
-    assert_int_equal(m.type, RNDIS_MSG_KEEPALIVE);
-    assert_int_equal(m.request_id, 12);
-    free(c);
-
-    n = rndis_build_keepalive_cmplt(b, sizeof b, 13, RNDIS_STATUS_SUCCESS);
-    rndis_expect_ok(b, n, &m, &c);
-    assert_int_equal(m.type, RNDIS_MSG_KEEPALIVE_CMPLT);
-    assert_int_equal(m.request_id, 13);
-    free(c);
+    rndis_expect_msg(b, rndis_build_keepalive(b, sizeof b, 12), RNDIS_MSG_KEEPALIVE, 12);
+    rndis_expect_msg(b, rndis_build_keepalive_cmplt(b, sizeof b, 13, RNDIS_STATUS_SUCCESS), RNDIS_MSG_KEEPALIVE_CMPLT,
+                     13);
 
     /* A transmitted frame without and with PPIs (checksum and VLAN). */
     uint8_t frame[60];
@@ -772,7 +814,7 @@ static void test_rndis_roundtrip_guest(void **state)
     rndis_expect_ok(b, h + 60, &m, &c);
     assert_int_equal(m.msg_len, 104);
     assert_int_equal(m.u.packet.data_offset, 44);
-    assert_int_equal(rd32(c + 8), 36); /* relative to data_offset's field */
+    assert_int_equal(get32(c + 8), 36); /* relative to data_offset's field */
     assert_int_equal(m.u.packet.data_len, 60);
     assert_memory_equal(m.u.packet.data, frame, 60);
     assert_null(m.u.packet.ppi);
@@ -824,7 +866,7 @@ static void test_rndis_roundtrip_host(void **state)
     const uint8_t mac[6] = { 0x00, 0x15, 0x5d, 0x01, 0x02, 0x03 };
     n = rndis_build_query_cmplt(b, sizeof b, 2, RNDIS_STATUS_SUCCESS, mac, 6);
     assert_int_equal(n, 30);
-    assert_int_equal(rd32(b + 20), 16);
+    assert_int_equal(get32(b + 20), 16);
     rndis_expect_ok(b, n, &m, &c);
     assert_int_equal(m.type, RNDIS_MSG_QUERY_CMPLT);
     assert_int_equal(m.u.query_cmplt.info_len, 6);
@@ -838,15 +880,11 @@ static void test_rndis_roundtrip_host(void **state)
     assert_null(m.u.query_cmplt.info);
     free(c);
 
-    n = rndis_build_set_cmplt(b, sizeof b, 4, RNDIS_STATUS_SUCCESS);
-    rndis_expect_ok(b, n, &m, &c);
-    assert_int_equal(m.type, RNDIS_MSG_SET_CMPLT);
-    assert_int_equal(m.request_id, 4);
-    free(c);
+    rndis_expect_msg(b, rndis_build_set_cmplt(b, sizeof b, 4, RNDIS_STATUS_SUCCESS), RNDIS_MSG_SET_CMPLT, 4);
 
     n = rndis_build_indicate_status(b, sizeof b, RNDIS_STATUS_MEDIA_CONNECT, NULL, 0);
     assert_int_equal(n, 20);
-    assert_int_equal(rd32(b + 16), 0); /* openvmm: offset 0 without a buffer */
+    assert_int_equal(get32(b + 16), 0); /* openvmm: offset 0 without a buffer */
     rndis_expect_ok(b, n, &m, &c);
     assert_int_equal(m.type, RNDIS_MSG_INDICATE_STATUS);
     assert_int_equal(m.status, RNDIS_STATUS_MEDIA_CONNECT);
@@ -855,7 +893,7 @@ static void test_rndis_roundtrip_host(void **state)
 
     uint32_t change = 2;
     n = rndis_build_indicate_status(b, sizeof b, RNDIS_STATUS_NETWORK_CHANGE, &change, 4);
-    assert_int_equal(rd32(b + 16), 12);
+    assert_int_equal(get32(b + 16), 12);
     rndis_expect_ok(b, n, &m, &c);
     assert_int_equal(m.u.indicate.len, 4);
     assert_ptr_equal(m.u.indicate.buf, c + 20);
@@ -918,22 +956,22 @@ static void test_rndis_header_errors(void **state)
 {
     (void)state;
     uint8_t b[64] = { 0 };
-    wr32(b, RNDIS_MSG_KEEPALIVE);
-    wr32(b + 4, 12);
+    put32(b, RNDIS_MSG_KEEPALIVE);
+    put32(b + 4, 12);
     for (uint32_t n = 0; n < 8; n++)
         rndis_expect_bad(b, n, "shorter than the 8-byte RNDIS header");
     for (uint32_t l = 0; l < 8; l++) {
-        wr32(b + 4, l);
+        put32(b + 4, l);
         rndis_expect_bad(b, 64, "RNDIS message length smaller than its header");
     }
-    wr32(b + 4, 65);
+    put32(b + 4, 65);
     rndis_expect_bad(b, 64, "RNDIS message length beyond the bytes received");
-    wr32(b + 4, 0xFFFFFFFF);
+    put32(b + 4, 0xFFFFFFFF);
     rndis_expect_bad(b, 64, "RNDIS message length beyond the bytes received");
     const uint32_t unknown[] = { 0, 9, 0x80000001, 0x80000003, 0x80000007, 0xFF000001, 0xFFFFFFFF };
     for (unsigned i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
-        wr32(b, unknown[i]);
-        wr32(b + 4, 64);
+        put32(b, unknown[i]);
+        put32(b + 4, 64);
         rndis_expect_bad(b, 64, "unknown RNDIS message type");
     }
     const uint32_t types[] = { RNDIS_MSG_PACKET, RNDIS_MSG_INITIALIZE, RNDIS_MSG_HALT, RNDIS_MSG_QUERY,
@@ -943,9 +981,9 @@ static void test_rndis_header_errors(void **state)
     for (unsigned i = 0; i < sizeof types / sizeof types[0]; i++) {
         uint32_t min = rndis_msg_min_size(types[i]);
         assert_true(min >= 12);
-        wr32(b, types[i]);
+        put32(b, types[i]);
         for (uint32_t l = 8; l < min; l++) {
-            wr32(b + 4, l);
+            put32(b + 4, l);
             rndis_expect_bad(b, 64, "too short for its RNDIS message type");
         }
     }
@@ -958,20 +996,20 @@ static void test_rndis_init_cmplt_48(void **state)
     uint8_t b[64];
     const struct rndis_init_info ii = { 1, 0, 1, 0x4000, 0 };
     assert_int_equal(rndis_build_init_cmplt(b, sizeof b, 5, 0, &ii), 52);
-    wr32(b + 48, 0x77); /* af_list_size beyond the 48-byte message: not read */
-    wr32(b + 4, 48);
+    put32(b + 48, 0x77); /* af_list_size beyond the 48-byte message: not read */
+    put32(b + 4, 48);
     struct rndis_msg m;
     uint8_t *c;
     rndis_expect_ok(b, 48, &m, &c);
     assert_int_equal(m.u.init_cmplt.af_list_size, 0);
     assert_int_equal(m.request_id, 5);
     free(c);
-    wr32(b + 4, 52);
+    put32(b + 4, 52);
     rndis_expect_ok(b, 52, &m, &c);
     assert_int_equal(m.u.init_cmplt.af_list_size, 0x77);
     free(c);
     rndis_expect_bad(b, 51, "RNDIS message length beyond the bytes received");
-    wr32(b + 4, 47);
+    put32(b + 4, 47);
     rndis_expect_bad(b, 52, "too short for its RNDIS message type");
 }
 
@@ -982,34 +1020,19 @@ static void test_rndis_oid_req_info_errors(void **state)
     uint8_t b[64];
     uint32_t v = 1;
     uint32_t n = rndis_build_set(b, sizeof b, 1, RNDIS_OID_GEN_CURRENT_PACKET_FILTER, &v, 4);
-    for (uint32_t off = 0; off < 20; off++) {
-        wr32(b + 20, off);
-        rndis_expect_bad(b, n, "information buffer overlaps the request header");
-    }
-    wr32(b + 20, 21);
-    rndis_expect_bad(b, n, "information buffer beyond the message");
-    wr32(b + 20, 20);
-    wr32(b + 16, 5);
-    rndis_expect_bad(b, n, "information buffer beyond the message");
-    const uint32_t offs[] = { 0xFFFFFFF8, 0xFFFFFFFF, 0x80000000 };
-    for (unsigned i = 0; i < 3; i++) {
-        wr32(b + 16, 4);
-        wr32(b + 20, offs[i]);
-        rndis_expect_bad(b, n, "information buffer beyond the message");
-    }
-    wr32(b + 20, 20);
-    wr32(b + 16, 0xFFFFFFFF); /* length wraps */
-    rndis_expect_bad(b, n, "information buffer beyond the message");
+    assert_int_equal(get32(b + 20), 20);
+    rndis_buffer_errors(b, n, 20, 16, "information buffer overlaps the request header",
+                        "information buffer beyond the message");
     struct rndis_msg m;
     uint8_t *c;
-    wr32(b + 16, 0);
-    wr32(b + 20, 0xFFFFFFFF); /* no buffer: the offset is not used */
+    put32(b + 16, 0);
+    put32(b + 20, 0xFFFFFFFF); /* no buffer: the offset is not used */
     rndis_expect_ok(b, n, &m, &c);
     assert_null(m.u.oid_req.info);
     free(c);
     /* The QUERY request follows the same rules. */
     n = rndis_build_query(b, sizeof b, 1, RNDIS_OID_GEN_LINK_SPEED, &v, 4);
-    wr32(b + 20, 19);
+    put32(b + 20, 19);
     rndis_expect_bad(b, n, "information buffer overlaps the request header");
 }
 
@@ -1019,20 +1042,12 @@ static void test_rndis_query_cmplt_errors(void **state)
     uint8_t b[64];
     const uint8_t mac[6] = { 1, 2, 3, 4, 5, 6 };
     uint32_t n = rndis_build_query_cmplt(b, sizeof b, 2, 0, mac, 6);
-    for (uint32_t off = 0; off < 16; off++) {
-        wr32(b + 20, off);
-        rndis_expect_bad(b, n, "information buffer overlaps the completion header");
-    }
-    wr32(b + 20, 17);
-    rndis_expect_bad(b, n, "information buffer beyond the message");
-    wr32(b + 20, 0xFFFFFFF9);
-    rndis_expect_bad(b, n, "information buffer beyond the message");
-    wr32(b + 20, 16);
-    wr32(b + 16, 0xFFFFFFFE);
-    rndis_expect_bad(b, n, "information buffer beyond the message");
+    assert_int_equal(get32(b + 20), 16);
+    rndis_buffer_errors(b, n, 20, 16, "information buffer overlaps the completion header",
+                        "information buffer beyond the message");
     /* msg_len shorter than the buffer, bytes given longer: still beyond the message. */
-    wr32(b + 16, 6);
-    wr32(b + 4, 29);
+    put32(b + 16, 6);
+    put32(b + 4, 29);
     rndis_expect_bad(b, sizeof b, "information buffer beyond the message");
 }
 
@@ -1042,17 +1057,8 @@ static void test_rndis_indicate_status_errors(void **state)
     uint8_t b[64];
     uint32_t x = 0;
     uint32_t n = rndis_build_indicate_status(b, sizeof b, RNDIS_STATUS_NETWORK_CHANGE, &x, 4);
-    for (uint32_t off = 0; off < 12; off++) {
-        wr32(b + 16, off);
-        rndis_expect_bad(b, n, "status buffer overlaps the header");
-    }
-    wr32(b + 16, 13);
-    rndis_expect_bad(b, n, "status buffer beyond the message");
-    wr32(b + 16, 0xFFFFFFFC);
-    rndis_expect_bad(b, n, "status buffer beyond the message");
-    wr32(b + 16, 12);
-    wr32(b + 12, 0xFFFFFFFF);
-    rndis_expect_bad(b, n, "status buffer beyond the message");
+    assert_int_equal(get32(b + 16), 12);
+    rndis_buffer_errors(b, n, 16, 12, "status buffer overlaps the header", "status buffer beyond the message");
 }
 
 /* PACKET: data, OOB and PPI areas. */
@@ -1067,56 +1073,51 @@ static void test_rndis_packet_errors(void **state)
     rndis_expect_ok(b, 144, &m, &c);
     free(c);
 
-    craft_packet(b, 144, 36, 0, 0, 0, 0, 0);
-    rndis_expect_bad(b, 144, "PACKET without data");
+    /* The header's fields (craft_packet), the bytes given to the check, why it is refused. Only the
+     * header changes from one to the next: the bytes after it stay 0. */
+    static const struct {
+        uint32_t msg_len, data_off, data_len, oob_off, oob_len, ppi_off, ppi_len, given;
+        const char *reason;
+    } bad[] = {
+        { 144, 36, 0, 0, 0, 0, 0, 144, "PACKET without data" },
+        { 144, 37, 100, 0, 0, 0, 0, 144, "PACKET data beyond the message" },
+        { 144, 0xFFFFFFF8, 16, 0, 0, 0, 0, 144, "PACKET data beyond the message" }, /* offset wraps */
+        { 144, 36, 0xFFFFFFFF, 0, 0, 0, 0, 144, "PACKET data beyond the message" }, /* length wraps */
+        { 100, 36, 100, 0, 0, 0, 0, 144, "PACKET data beyond the message" },        /* beyond msg_len only */
+        { 200, 36, 100, 10, 8, 0, 0, 200, "PACKET OOB area inside the PACKET header" },
+        { 200, 36, 100, 180, 16, 0, 0, 200, "PACKET OOB area beyond the message" },
+        { 200, 36, 100, 0xFFFFFFF0, 0x20, 0, 0, 200, "PACKET OOB area beyond the message" },
+        { 200, 36, 100, 130, 8, 0, 0, 200, "PACKET OOB area overlaps the data" },
+        { 200, 52, 100, 0, 0, 20, 16, 200, "PACKET PPI area inside the PACKET header" },
+        { 200, 36, 100, 0, 0, 190, 16, 200, "PACKET PPI area beyond the message" },
+        { 200, 36, 100, 0, 0, 0xFFFFFFFC, 16, 200, "PACKET PPI area beyond the message" },
+        { 200, 36, 100, 0, 0, 36, 0xFFFFFFF0, 200, "PACKET PPI area beyond the message" },
+        { 200, 36, 100, 0, 0, 120, 16, 200, "PACKET PPI area overlaps the data" },
+    };
+    for (unsigned i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        craft_packet(b, bad[i].msg_len, bad[i].data_off, bad[i].data_len, bad[i].oob_off, bad[i].oob_len,
+                     bad[i].ppi_off, bad[i].ppi_len);
+        rndis_expect_bad(b, bad[i].given, bad[i].reason);
+    }
     for (uint32_t off = 0; off < 36; off++) {
         craft_packet(b, 144, off, 10, 0, 0, 0, 0);
         rndis_expect_bad(b, 144, "PACKET data offset inside the PACKET header");
     }
-    craft_packet(b, 144, 37, 100, 0, 0, 0, 0);
-    rndis_expect_bad(b, 144, "PACKET data beyond the message");
-    craft_packet(b, 144, 0xFFFFFFF8, 16, 0, 0, 0, 0); /* offset wraps */
-    rndis_expect_bad(b, 144, "PACKET data beyond the message");
-    craft_packet(b, 144, 36, 0xFFFFFFFF, 0, 0, 0, 0); /* length wraps */
-    rndis_expect_bad(b, 144, "PACKET data beyond the message");
-    /* Data fits the bytes given but not msg_len. */
-    craft_packet(b, 100, 36, 100, 0, 0, 0, 0);
-    rndis_expect_bad(b, 144, "PACKET data beyond the message");
     /* Unaligned data offset is fine (Hyper-V does it). */
     craft_packet(b, 144, 37, 99, 0, 0, 0, 0);
     rndis_expect_ok(b, 144, &m, &c);
     assert_int_equal(m.u.packet.data_offset, 45);
     free(c);
-
-    /* OOB. */
-    craft_packet(b, 200, 36, 100, 10, 8, 0, 0);
-    rndis_expect_bad(b, 200, "PACKET OOB area inside the PACKET header");
-    craft_packet(b, 200, 36, 100, 180, 16, 0, 0);
-    rndis_expect_bad(b, 200, "PACKET OOB area beyond the message");
-    craft_packet(b, 200, 36, 100, 0xFFFFFFF0, 0x20, 0, 0);
-    rndis_expect_bad(b, 200, "PACKET OOB area beyond the message");
-    craft_packet(b, 200, 36, 100, 130, 8, 0, 0);
-    rndis_expect_bad(b, 200, "PACKET OOB area overlaps the data");
+    /* OOB right after the data. */
     craft_packet(b, 200, 36, 100, 136, 8, 0, 0);
     rndis_expect_ok(b, 200, &m, &c);
     assert_int_equal(m.u.packet.oob_len, 8);
     free(c);
     craft_packet(b, 200, 36, 100, 0, 0, 0, 0); /* OOB length 0: its offset is not used */
-    wr32(b + 16, 3);
+    put32(b + 16, 3);
     rndis_expect_ok(b, 200, &m, &c);
     free(c);
-
-    /* PPI area. */
-    craft_packet(b, 200, 52, 100, 0, 0, 20, 16);
-    rndis_expect_bad(b, 200, "PACKET PPI area inside the PACKET header");
-    craft_packet(b, 200, 36, 100, 0, 0, 190, 16);
-    rndis_expect_bad(b, 200, "PACKET PPI area beyond the message");
-    craft_packet(b, 200, 36, 100, 0, 0, 0xFFFFFFFC, 16);
-    rndis_expect_bad(b, 200, "PACKET PPI area beyond the message");
-    craft_packet(b, 200, 36, 100, 0, 0, 36, 0xFFFFFFF0);
-    rndis_expect_bad(b, 200, "PACKET PPI area beyond the message");
-    craft_packet(b, 200, 36, 100, 0, 0, 120, 16);
-    rndis_expect_bad(b, 200, "PACKET PPI area overlaps the data");
+    /* OOB and PPI areas that overlap each other (the PPI area holds an element). */
     craft_packet(b, 200, 36, 100, 136, 16, 144, 16);
     put_ppi(b + 152, 16, RNDIS_PPI_CHECKSUM, 12, 0);
     rndis_expect_bad(b, 200, "PACKET OOB area overlaps the PPI area");
@@ -1130,83 +1131,55 @@ static void test_rndis_ppi_errors(void **state)
     struct rndis_msg m;
     uint8_t *c;
 
-    /* PPIs at 44 (offset 36), ppi_len P, data after them. */
-#define PPI_PACKET(P) (memset(b, 0, sizeof b), craft_packet(b, 44 + (P) + 20, 36 + (P), 20, 0, 0, 36, (P)))
+    /* PPIs at 44 (offset 36), data after them (ppi_packet). */
+    uint32_t n = ppi_packet(b, sizeof b, 8);
+    rndis_expect_bad(b, n, "PPI element header truncated");
+    ppi_expect_bad(b, sizeof b, 20, 16, RNDIS_PPI_CHECKSUM, 12,
+                   "PPI element header truncated"); /* 4 bytes left after the first */
 
-    PPI_PACKET(8);
-    rndis_expect_bad(b, 72, "PPI element header truncated");
-    PPI_PACKET(20);
-    put_ppi(b + 44, 16, RNDIS_PPI_CHECKSUM, 12, 0);
-    rndis_expect_bad(b, 84, "PPI element header truncated"); /* 4 bytes left after the first */
-
-    PPI_PACKET(16);
-    put_ppi(b + 44, 0, RNDIS_PPI_CHECKSUM, 0, 0); /* size 0: a walk that would never advance */
-    rndis_expect_bad(b, 80, "PPI element smaller than its header");
-    for (uint32_t s = 1; s < 12; s++) {
-        PPI_PACKET(16);
-        put_ppi(b + 44, s, 1234, 12, 0);
-        rndis_expect_bad(b, 80, "PPI element smaller than its header");
-    }
-    PPI_PACKET(16);
-    put_ppi(b + 44, 20, RNDIS_PPI_CHECKSUM, 12, 0);
-    rndis_expect_bad(b, 80, "PPI element beyond the PPI area");
-    PPI_PACKET(16);
-    put_ppi(b + 44, 0xFFFFFFF0, RNDIS_PPI_CHECKSUM, 12, 0);
-    rndis_expect_bad(b, 80, "PPI element beyond the PPI area");
-    for (uint32_t o = 0; o < 12; o++) {
-        PPI_PACKET(16);
-        put_ppi(b + 44, 16, RNDIS_PPI_CHECKSUM, o, 0);
-        rndis_expect_bad(b, 80, "PPI value offset outside its element");
-    }
-    PPI_PACKET(16);
-    put_ppi(b + 44, 16, RNDIS_PPI_CHECKSUM, 17, 0);
-    rndis_expect_bad(b, 80, "PPI value offset outside its element");
-    PPI_PACKET(16);
-    put_ppi(b + 44, 16, RNDIS_PPI_CHECKSUM, 0xFFFFFFFF, 0);
-    rndis_expect_bad(b, 80, "PPI value offset outside its element");
+    /* Size 0: a walk that would never advance. */
+    ppi_expect_bad(b, sizeof b, 16, 0, RNDIS_PPI_CHECKSUM, 0, "PPI element smaller than its header");
+    for (uint32_t s = 1; s < 12; s++)
+        ppi_expect_bad(b, sizeof b, 16, s, 1234, 12, "PPI element smaller than its header");
+    ppi_expect_bad(b, sizeof b, 16, 20, RNDIS_PPI_CHECKSUM, 12, "PPI element beyond the PPI area");
+    ppi_expect_bad(b, sizeof b, 16, 0xFFFFFFF0, RNDIS_PPI_CHECKSUM, 12, "PPI element beyond the PPI area");
+    for (uint32_t o = 0; o < 12; o++)
+        ppi_expect_bad(b, sizeof b, 16, 16, RNDIS_PPI_CHECKSUM, o, "PPI value offset outside its element");
+    ppi_expect_bad(b, sizeof b, 16, 16, RNDIS_PPI_CHECKSUM, 17, "PPI value offset outside its element");
+    ppi_expect_bad(b, sizeof b, 16, 16, RNDIS_PPI_CHECKSUM, 0xFFFFFFFF, "PPI value offset outside its element");
     /* A known type needs 4 bytes of value; an unknown one may have none. */
     const uint32_t known[] = { RNDIS_PPI_CHECKSUM, RNDIS_PPI_LSO, RNDIS_PPI_IEEE_8021Q, RNDIS_PPI_HASH_VALUE,
                                RNDIS_PPI_HASH_INFO };
     for (unsigned i = 0; i < 5; i++) {
-        PPI_PACKET(16);
-        put_ppi(b + 44, 16, known[i], 13, 0);
-        rndis_expect_bad(b, 80, "PPI value too short for its type");
-        PPI_PACKET(12);
-        put_ppi(b + 44, 12, known[i], 12, 0);
-        rndis_expect_bad(b, 76, "PPI value too short for its type");
+        ppi_expect_bad(b, sizeof b, 16, 16, known[i], 13, "PPI value too short for its type");
+        ppi_expect_bad(b, sizeof b, 12, 12, known[i], 12, "PPI value too short for its type");
     }
-    PPI_PACKET(12);
+    n = ppi_packet(b, sizeof b, 12);
     put_ppi(b + 44, 12, RNDIS_PPI_PKT_PAD, 12, 0);
-    rndis_expect_ok(b, 76, &m, &c);
+    rndis_expect_ok(b, n, &m, &c);
     assert_int_equal(m.u.packet.ppi_count, 1);
     assert_int_equal(m.u.packet.ppi_flags, 0);
     free(c);
     /* Internal (high-bit) types are not matched to the public ones. */
-    PPI_PACKET(16);
+    n = ppi_packet(b, sizeof b, 16);
     put_ppi(b + 44, 16, RNDIS_PPI_INTERNAL | RNDIS_PPI_CHECKSUM, 12, 7);
-    rndis_expect_ok(b, 80, &m, &c);
+    rndis_expect_ok(b, n, &m, &c);
     assert_int_equal(m.u.packet.ppi_flags, 0);
     free(c);
     /* An odd-sized element (not 4-aligned) is accepted; the next one is read unaligned. */
-    PPI_PACKET(17 + 16);
+    n = ppi_packet(b, sizeof b, 17 + 16);
     put_ppi(b + 44, 17, 99, 12, 0);
     put_ppi(b + 44 + 17, 16, RNDIS_PPI_HASH_VALUE, 12, 0xABCD);
-    rndis_expect_ok(b, 44 + 33 + 20, &m, &c);
+    rndis_expect_ok(b, n, &m, &c);
     assert_int_equal(m.u.packet.hash_value, 0xABCD);
     free(c);
 
     /* 64 elements are walked, the 65th is refused. */
-    PPI_PACKET(64 * 12);
-    for (int i = 0; i < 64; i++)
-        put_ppi(b + 44 + 12 * i, 12, 100, 12, 0);
-    rndis_expect_ok(b, 44 + 64 * 12 + 20, &m, &c);
+    n = ppi_packet_elements(b, sizeof b, 64);
+    rndis_expect_ok(b, n, &m, &c);
     assert_int_equal(m.u.packet.ppi_count, 64);
     free(c);
-    PPI_PACKET(65 * 12);
-    for (int i = 0; i < 65; i++)
-        put_ppi(b + 44 + 12 * i, 12, 100, 12, 0);
-    rndis_expect_bad(b, 44 + 65 * 12 + 20, "too many PPI elements");
-#undef PPI_PACKET
+    rndis_expect_bad(b, ppi_packet_elements(b, sizeof b, 65), "too many PPI elements");
 }
 
 /* Every prefix of every valid message (the bytes given shrink, msg_len stays): refused as beyond the
@@ -1254,7 +1227,7 @@ static void test_rndis_truncation_sweep(void **state)
     /* The PACKET (last one): PPIs end at 76, data ends at 140. */
     uint8_t *pk = msgs[k - 1];
     for (uint32_t l = 0; l <= lens[k - 1]; l++) {
-        wr32(pk + 4, l);
+        put32(pk + 4, l);
         struct rndis_msg m;
         const char *why;
         uint8_t *c;
@@ -1303,6 +1276,23 @@ static void test_rndis_iter_one(void **state)
     assert_int_equal(rndis_iter_next(&it, &m, &why), STATUS_NOT_FOUND);
 }
 
+/* Iterating PACKETs over an exact copy of b[0, n) finds three PACKETs, then fails for `reason` and
+ * stays at the end. */
+static void iter_three_packets_then(const uint8_t *b, uint32_t n, const char *reason)
+{
+    struct rndis_iter it;
+    struct rndis_msg m;
+    const char *why;
+    uint8_t *c = dup_exact(b, n);
+    rndis_iter_init(&it, c, n, RNDIS_ITER_PACKETS);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(rndis_iter_next(&it, &m, &why), STATUS_OK);
+    assert_int_equal(rndis_iter_next(&it, &m, &why), STATUS_BAD_DATA);
+    assert_string_equal(why, reason);
+    assert_int_equal(rndis_iter_next(&it, &m, &why), STATUS_NOT_FOUND);
+    free(c);
+}
+
 /* Concatenated PACKETs, each msg_len apart (with alignment padding inside msg_len). */
 static void test_rndis_iter_packets(void **state)
 {
@@ -1313,7 +1303,7 @@ static void test_rndis_iter_packets(void **state)
         uint32_t h = rndis_build_packet(b + at, sizeof b - at, NULL, 0, 60 + (uint32_t)i);
         memset(b + at + h, i + 1, 60 + (uint32_t)i);
         uint32_t len = (h + 60 + (uint32_t)i + 7) & ~7u; /* padded to 8 as an aggregating guest does */
-        wr32(b + at + 4, len);
+        put32(b + at + 4, len);
         at += len;
     }
     struct rndis_iter it;
@@ -1332,26 +1322,12 @@ static void test_rndis_iter_packets(void **state)
     free(c);
 
     /* Trailing bytes too few for a header. */
-    for (uint32_t extra = 1; extra < 8; extra++) {
-        c = dup_exact(b, at + extra);
-        rndis_iter_init(&it, c, at + extra, RNDIS_ITER_PACKETS);
-        for (int i = 0; i < 3; i++)
-            assert_int_equal(rndis_iter_next(&it, &m, &why), STATUS_OK);
-        assert_int_equal(rndis_iter_next(&it, &m, &why), STATUS_BAD_DATA);
-        assert_string_equal(why, "trailing bytes after the last RNDIS message");
-        assert_int_equal(rndis_iter_next(&it, &m, &why), STATUS_NOT_FOUND);
-        free(c);
-    }
+    for (uint32_t extra = 1; extra < 8; extra++)
+        iter_three_packets_then(b, at + extra, "trailing bytes after the last RNDIS message");
 
     /* A control message after a PACKET. */
     uint32_t n = rndis_build_keepalive(b + at, sizeof b - at, 1);
-    c = dup_exact(b, at + n);
-    rndis_iter_init(&it, c, at + n, RNDIS_ITER_PACKETS);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(rndis_iter_next(&it, &m, &why), STATUS_OK);
-    assert_int_equal(rndis_iter_next(&it, &m, &why), STATUS_BAD_DATA);
-    assert_string_equal(why, "non-PACKET message after a PACKET");
-    free(c);
+    iter_three_packets_then(b, at + n, "non-PACKET message after a PACKET");
 
     /* A control message first is alone in its range: what follows is not looked at. */
     n = rndis_build_query(b, sizeof b, 3, RNDIS_OID_GEN_LINK_SPEED, NULL, 0);
@@ -1368,7 +1344,7 @@ static void test_rndis_iter_packets(void **state)
     assert_int_equal(rndis_iter_next(&it, &m, &why), STATUS_BAD_DATA);
     uint32_t h = rndis_build_packet(b, sizeof b, NULL, 0, 10);
     h = rndis_build_packet(b + h + 10, sizeof b - h - 10, NULL, 0, 10);
-    wr32(b + 54 + 8, 0); /* the second one's data offset into its header */
+    put32(b + 54 + 8, 0); /* the second one's data offset into its header */
     rndis_iter_init(&it, b, 108, RNDIS_ITER_PACKETS);
     assert_int_equal(rndis_iter_next(&it, &m, &why), STATUS_OK);
     assert_int_equal(rndis_iter_next(&it, &m, &why), STATUS_BAD_DATA);
@@ -1450,7 +1426,7 @@ static void test_rndis_nvsp_mutations(void **state)
             if (rng_below(&r, 2))
                 msg[at] = (uint8_t)rng_next(&r);
             else if (at + 4 <= len)
-                wr32(msg + at, (uint32_t)rng_next(&r) >> (rng_below(&r, 32)));
+                put32(msg + at, (uint32_t)rng_next(&r) >> (rng_below(&r, 32)));
         }
         if (rng_below(&r, 4) == 0)
             len = (uint32_t)rng_below(&r, len + 1);
