@@ -8,8 +8,9 @@
 #   $(BUILD)/fuzz/fuzz_ring        libFuzzer harness: a hostile inbound ring drained with every parser
 #   $(BUILD)/bench/bench_ring      throughput, latency and instructions per packet (-O2, no sanitizers)
 #   make bench-kmcl                builds and runs the benchmark (also part of `make bench`)
-KMCL_RING_SRCS := kmcl/core/ring.c kmcl/core/packet.c kmcl/core/xact.c
-KMCL_RING_HDRS := kmcl/core/ring_format.h kmcl/core/ring.h kmcl/core/packet.h kmcl/core/xact.h kernel/status.h kernel/string.h
+KMCL_RING_SRCS := kmcl/core/ring.c kmcl/core/packet.c kmcl/core/xact.c kmcl/core/endpoint.c
+KMCL_RING_HDRS := kmcl/core/ring_format.h kmcl/core/ring.h kmcl/core/packet.h kmcl/core/xact.h kmcl/core/endpoint.h \
+	kernel/status.h kernel/string.h kernel/list.h
 KMCL_RING_TEST_DEPS := test/unit/test_ring.c $(KMCL_RING_SRCS) $(KMCL_RING_HDRS) kernel/status.c test/lib/test_util.h
 
 $(BUILD)/test/test_ring: $(KMCL_RING_TEST_DEPS) | deps

@@ -22,7 +22,7 @@
 # HVSIM_KMCL_CHECK, expanded in the recipes below (after every makefile is read), stops the build if
 # the two lists ever differ. Programs that link HVSIM_LIB_SRCS beside kmcl's own sources must drop
 # the duplicates ($(sort ...), as test/hosted/hosted.mk does).
-HVSIM_KMCL_SRCS := kmcl/core/ring.c kmcl/core/packet.c kmcl/core/xact.c
+HVSIM_KMCL_SRCS := kmcl/core/ring.c kmcl/core/packet.c kmcl/core/xact.c kmcl/core/endpoint.c
 HVSIM_KMCL_CHECK = $(if $(filter-out $(KMCL_RING_SRCS),$(HVSIM_KMCL_SRCS))$(filter-out $(HVSIM_KMCL_SRCS),$(KMCL_RING_SRCS)),\
 	$(error sim/sim.mk: HVSIM_KMCL_SRCS ($(HVSIM_KMCL_SRCS)) differs from kmcl/kmcl.mk KMCL_RING_SRCS ($(KMCL_RING_SRCS))))
 
@@ -40,7 +40,7 @@ HVSIM_LIB_SRCS := sim/hvsim.c sim/synic.c sim/hypercall.c sim/clock.c sim/stimer
 VMBUS_PROTO_SRCS := hv/vmbus/proto/vmbus_msg.c
 HVSIM_HDRS := sim/hvsim.h sim/hvsim_internal.h sim/doorbell.h sim/vmbus_server.h sim/vmbus_internal.h \
 	sim/vsp/vsp.h sim/vsp/vsp_test.h sim/netvsp/netvsp.h sim/netvsp/netgw.h hv/proto/hvdefs.h hv/proto/simdb.h hv/vmbus/proto/vmbus_proto.h \
-	kmcl/core/ring_format.h kmcl/core/ring.h kmcl/core/packet.h kmcl/core/xact.h sim/kmcl/server.h kernel/status.h kernel/string.h \
+	kmcl/core/ring_format.h kmcl/core/ring.h kmcl/core/packet.h kmcl/core/xact.h kmcl/core/endpoint.h sim/kmcl/server.h kernel/status.h kernel/string.h \
 	drivers/netvsc/proto/nvsp_proto.h drivers/netvsc/proto/rndis_proto.h drivers/netvsc/proto/nvsp_msg.h drivers/netvsc/proto/rndis_msg.h
 HVSIM_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -I. -pthread
 HVSIM_TSAN_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -DHOSTED -I. -fsanitize=thread -fno-omit-frame-pointer
