@@ -38,7 +38,7 @@ $(BUILD)/test/test_vmbus_tsan: test/system/test_vmbus.c $(TEST_VMBUS_SRCS) $(HOS
 unit: $(BUILD)/test/test_vmbus_tsan
 
 # kmcl's channel API end to end against hvsim's test device VSP.
-TEST_KMCL_SRCS = $(sort $(TEST_VMBUS_SRCS) kmcl/channel.c)
+TEST_KMCL_SRCS = $(sort $(TEST_VMBUS_SRCS) kmcl/channel.c kmcl/send.c kmcl/receive.c)
 
 $(BUILD)/test/test_kmcl: test/system/test_kmcl.c $(TEST_KMCL_SRCS) $(HOSTED_HDRS) $(wildcard kmcl/*.h kmcl/core/*.h sim/*.h sim/*/*.h) | deps
 	@mkdir -p $(@D)
