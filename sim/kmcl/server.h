@@ -131,12 +131,19 @@ status_t kmcl_server_channel_enable(struct kmcl_server_channel *ch, const struct
 /* The guest signalled: the executor runs here. Returns whether it did anything (read or wrote a
  * packet, or called the queue callback). */
 bool kmcl_server_channel_interrupt(struct kmcl_server_channel *ch);
+/* Stops reading requests (the guest's completions are still read, see "Flow control"). */
 void kmcl_server_channel_pause(struct kmcl_server_channel *ch);
 /* Resumes reading (on the calling thread, at once). */
 void kmcl_server_channel_start(struct kmcl_server_channel *ch);
+/* suspend, everything queued or waiting for a completion STATUS_CANCELLED (routines run here),
+ * closed. Not from a callback. */
 void kmcl_server_channel_disable(struct kmcl_server_channel *ch);
+/* Disables first if needed, then frees the channel (not its packets). */
 void kmcl_server_channel_cleanup(struct kmcl_server_channel *ch);
 void *kmcl_server_channel_get_pointer_to_client_context(struct kmcl_server_channel *ch);
+/* The client context as the VSP's own type (NULL if smaller than the type), as on the client. */
+#define KMCL_SERVER_CHANNEL_CONTEXT(ch, type) ((type *)kmcl_server_channel_context_of_size((ch), sizeof(type)))
+void *kmcl_server_channel_context_of_size(struct kmcl_server_channel *ch, size_t bytes);
 const char *kmcl_server_channel_name(const struct kmcl_server_channel *ch);
 /* The largest in-band payload a send can ever take (the outbound ring's size and the maximum
  * packet size); 0 before enable. */
