@@ -1,0 +1,33 @@
+# test/dsim/dsim.mk: the deterministic simulation platform (test/dsim/) and what runs on it.
+# Included at the end of the top-level Makefile (after sim/sim.mk, test/hosted/hosted.mk and
+# kmcl/kmcl.mk, whose source lists it uses).
+#
+#   $(BUILD)/test/sim_test    the seeded system simulation (ASan/UBSan): sim_test --seeds A:B, --seed N
+#   $(BUILD)/fuzz/fuzz_host   the stateful host fuzzer (libFuzzer, ASan/UBSan)
+#   make sim-test             runs DSIM_SEEDS seeds (default 0:3000), as `make test` does
+#   make sim-long             runs SEEDS seeds (default 100000) from SEED0 (default 1000000)
+#
+# Every source is compiled with -include test/dsim/dsim_platform.h (virtual time, hvsim's threads as
+# scheduler contexts) and test/dsim/include first on the include path (its arch-x86_64/irql.h). The
+# platform replaces test/hosted/hosted.c; the guest and hvsim sources are the same files.
+DSIM_PLATFORM_SRCS := test/dsim/dsim.c kernel/dpc.c kernel/fmt.c kernel/status.c
+DSIM_GUEST_SRCS := hv/hv.c hv/synic.c hv/reftime.c hv/stimer.c $(VMBUS_GUEST_SRCS) kmcl/channel.c
+DSIM_SRCS = $(sort $(DSIM_PLATFORM_SRCS) $(DSIM_GUEST_SRCS) $(HVSIM_LIB_SRCS) $(VMBUS_PROTO_SRCS))
+DSIM_HDRS = $(wildcard test/dsim/*.h test/dsim/include/*/*.h) $(HOSTED_HDRS) $(wildcard kmcl/*.h kmcl/core/*.h sim/*.h sim/*/*.h)
+DSIM_CFLAGS := -Itest/dsim/include -include test/dsim/dsim_platform.h -pthread
+
+$(BUILD)/test/sim_test: test/dsim/sim_test.c test/dsim/scenario.c $(DSIM_SRCS) $(DSIM_HDRS) | deps
+	@mkdir -p $(@D)
+	$(CC) $(DSIM_CFLAGS) $(HOST_CFLAGS) test/dsim/sim_test.c test/dsim/scenario.c $(DSIM_SRCS) -o $@
+
+DSIM_SEEDS ?= 0:3000
+.PHONY: sim-test sim-long
+sim-test: $(BUILD)/test/sim_test
+	$(BUILD)/test/sim_test --seeds $(DSIM_SEEDS)
+
+SEEDS ?= 100000
+SEED0 ?= 1000000
+sim-long: $(BUILD)/test/sim_test
+	$(BUILD)/test/sim_test --seeds $(SEED0):$$(( $(SEED0) + $(SEEDS) )) --max-failures 50
+
+unit: $(BUILD)/test/sim_test

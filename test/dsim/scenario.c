@@ -1,0 +1,628 @@
+/*
+ * scenario: one seed of the system simulation. Contract in test/dsim/scenario.h; what is checked in
+ * test/dsim/sim_test.c.
+ *
+ * The harness is the oracle: it reads the guest's bus state (hv/vmbus/vmbus_internal.h) to decide
+ * which relids the host may rescind without reaching a known bug, and it keeps the workers from
+ * misusing the API (two workers never hold one channel; sub-channels belong to the worker that
+ * opened their primary). Everything else the host may do, it does.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test/dsim/scenario.h"
+
+#include "hv/hv.h"
+#include "hv/vmbus/vmbus.h"
+#include "hv/vmbus/vmbus_internal.h"
+#include "kernel/mm.h"
+#include "kernel/percpu.h"
+#include "kmcl/channel.h"
+#include "sim/hvsim.h"
+#include "sim/vmbus_server.h"
+#include "sim/vsp/vsp_test.h"
+
+#define MAX_TEST_DEVS 3
+#define MAX_WORKERS 3
+#define MAX_DEVS 16
+#define MAX_HOT_ADDS 3
+#define NO_RELID (VMBUS_MAX_RELID + 1)
+
+/* ---- what the seed decides ---- */
+
+struct plan {
+    uint32_t vps, preempt, max_version, hazards, delay_us, monitor_us, timeout_ms;
+    bool late;                      /* responses may come after the guest's timeout */
+    uint32_t test_devs;
+    uint16_t subs[MAX_TEST_DEVS];
+    uint32_t other_mask;            /* which non-test default devices are offered */
+    uint32_t workers, ops[MAX_WORKERS];
+    uint32_t chaos_actions;
+    bool rescinds;                  /* the host rescinds offers */
+    bool defer;                     /* kmcl process-packet defers some packets to PASSIVE */
+};
+
+static const uint32_t versions[] = { 0, VMBUS_VERSION_WIN10_V5_3, VMBUS_VERSION_WIN10_V5, VMBUS_VERSION_WIN10_RS3,
+                                     VMBUS_VERSION_WIN10, VMBUS_VERSION_WIN8_1 };
+
+/* A PRNG of the plan's own (splitmix64), so that the plan does not depend on the schedule. */
+static uint64_t plan_rng;
+static uint32_t pick(uint32_t n)
+{
+    uint64_t z = (plan_rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return n ? (uint32_t)(z % n) : 0;
+}
+
+static void make_plan(uint64_t seed, bool known_bugs, struct plan *p)
+{
+    plan_rng = seed * 0x2545f4914f6cdd1dull + 1;
+    memset(p, 0, sizeof *p);
+    p->vps = 1 + pick(4);
+    static const uint32_t preempts[] = { 2, 3, 6, 20 };
+    p->preempt = preempts[pick(4)];
+    p->max_version = versions[pick(sizeof versions / sizeof versions[0])];
+    uint32_t safe = HVSIM_VMBUS_IRQ_BEFORE_OPEN_RESULT | HVSIM_VMBUS_SEND_ON_OPEN | HVSIM_VMBUS_DELAY_RESPONSES |
+                    HVSIM_VMBUS_REORDER_RESPONSES | HVSIM_VMBUS_BAD_OFFERS | HVSIM_VMBUS_UNASKED_RESPONSES;
+    if (known_bugs)
+        safe |= HVSIM_VMBUS_RESCIND_DURING_OPEN;
+    for (uint32_t b = 0; b < 7; b++)
+        if ((safe & (1u << b)) && pick(3) == 0)
+            p->hazards |= 1u << b;
+    static const uint32_t delays[] = { 0, 30, 300, 3000, 40000 };
+    p->delay_us = delays[pick(5)];
+    p->timeout_ms = pick(2) ? 5000 : 1000;
+    p->late = pick(8) == 0;
+    if (p->late) { /* answers late enough that some waits time out */
+        p->hazards |= HVSIM_VMBUS_DELAY_RESPONSES;
+        p->delay_us = p->timeout_ms * 1000 + 1000 * pick(2000);
+    }
+    static const uint32_t monitors[] = { 100, 1000, 5000 };
+    p->monitor_us = monitors[pick(3)];
+    p->test_devs = 1 + pick(MAX_TEST_DEVS);
+    for (uint32_t i = 0; i < p->test_devs; i++)
+        p->subs[i] = (uint16_t)pick(4);
+    p->other_mask = pick(64);
+    p->workers = 1 + pick(MAX_WORKERS);
+    for (uint32_t i = 0; i < p->workers; i++)
+        p->ops[i] = 2 + pick(8);
+    p->rescinds = pick(2);
+    p->chaos_actions = pick(8);
+    p->defer = pick(3) == 0;
+}
+
+/* ---- the world of one run ---- */
+
+struct kstate {               /* one kmcl channel's observations */
+    uint32_t packets, data, completes, batches_total, deferred, next_seq, order_errors, hello;
+    uint32_t routines, routine_bad, sent_async;
+    bool defer;
+};
+
+static struct world {
+    struct plan p;
+    const struct scenario_options *o;
+    struct hvsim_vmbus *vb;
+    struct hvsim_vsp_test *vsp;
+    struct hvsim_vmbus_device devs[MAX_DEVS + MAX_HOT_ADDS];
+    uint32_t ndev, hot_adds;
+    bool claimed[VMBUS_MAX_RELID + 1], doomed[VMBUS_MAX_RELID + 1];
+    bool workers_done;
+    uint32_t interrupts;
+    uint64_t pages_baseline;
+    /* what happened */
+    uint32_t opens, open_fail, closes, gpadls, retargets, subs_opened, kmcl_sessions, echoes, send_n, rescinds,
+        offers, sub_offers;
+    uint32_t vmbus_timeouts;
+} W;
+
+#define FAIL(...) dsim_fail(__VA_ARGS__)
+
+/* A status the contract allows here. timeouts: the host may answer late; cancel: it may rescind. */
+static bool allowed(status_t s, bool timeouts, bool cancel)
+{
+    return s == STATUS_OK || (timeouts && s == STATUS_TIMEOUT) || (cancel && s == STATUS_CANCELLED);
+}
+
+static bool may_cancel(void)
+{
+    return W.o->known_bugs && (W.p.rescinds || (W.p.hazards & HVSIM_VMBUS_RESCIND_DURING_OPEN));
+}
+
+/* ---- choosing a channel (the harness's claims keep two workers off one channel) ---- */
+
+struct claim {
+    bool test_only;
+    uint32_t n;
+    struct vmbus_channel *list[64];
+};
+
+static bool is_test(struct vmbus_channel *ch)
+{
+    struct vmbus_guid t = VMBUS_GUID_HVSIM_TEST;
+    return vmbus_guid_equal(&vmbus_channel_offer(ch)->if_type, &t);
+}
+
+/* Runs under the bus lock, with no preemption point: every channel that qualifies is claimed here
+ * at once (so the host's chaos cannot pick it in between), and all but one are given back after. */
+static void claim_all(struct vmbus_channel *ch, void *ctx)
+{
+    struct claim *c = ctx;
+    uint32_t r = vmbus_channel_relid(ch);
+    if (vmbus_channel_sub_index(ch) || vmbus_channel_rescinded(ch) || vmbus_channel_is_open(ch) || W.claimed[r] ||
+        W.doomed[r] || (c->test_only && !is_test(ch)) || c->n == 64)
+        return;
+    W.claimed[r] = true;
+    c->list[c->n++] = ch;
+}
+
+static struct vmbus_channel *claim_channel(bool test_only)
+{
+    struct claim c = { .test_only = test_only };
+    vmbus_for_each_channel(claim_all, &c);
+    if (!c.n)
+        return NULL;
+    uint32_t k = dsim_below(c.n);
+    for (uint32_t i = 0; i < c.n; i++)
+        if (i != k)
+            W.claimed[vmbus_channel_relid(c.list[i])] = false;
+    return c.list[k];
+}
+
+static void unclaim(uint32_t relid)
+{
+    W.claimed[relid] = false;
+}
+
+/* ---- raw VMBus sessions ---- */
+
+static void on_interrupt(struct vmbus_channel *ch, void *ctx)
+{
+    (void)ch;
+    (void)ctx;
+    W.interrupts++;
+    if (irql_current() != IRQL_DISPATCH)
+        FAIL("a channel interrupt at IRQL %u", irql_current());
+}
+
+static uint32_t ring_bytes(void)
+{
+    return (2 + dsim_below(7)) * 4096u;
+}
+
+static void gpadl_op(struct vmbus_channel *ch)
+{
+    uint32_t pages = 1 + dsim_below(dsim_one_in(8) ? 300 : 16);
+    void *buf = page_alloc(pages);
+    if (!buf)
+        FAIL("out of guest RAM for a %u-page GPADL", pages);
+    uint32_t h = 0;
+    status_t s = vmbus_gpadl_create(ch, buf, (size_t)pages * 4096, &h);
+    if (!allowed(s, W.p.late, may_cancel()))
+        FAIL("vmbus_gpadl_create(relid %u, %u pages): %s", vmbus_channel_relid(ch), pages, status_name(s));
+    if (s != STATUS_OK)
+        return; /* the pages are left to the host, as the contract says */
+    W.gpadls++;
+    if (!dsim_one_in(3))
+        dsim_sleep_ns(dsim_below(2000000));
+    s = vmbus_gpadl_destroy(ch, h);
+    if (!allowed(s, W.p.late, may_cancel()))
+        FAIL("vmbus_gpadl_destroy(relid %u, %#x): %s", vmbus_channel_relid(ch), h, status_name(s));
+    if (s == STATUS_OK)
+        page_free(buf, pages);
+}
+
+static status_t open_raw(struct vmbus_channel *ch)
+{
+    struct vmbus_open_params p = { .out_ring_bytes = ring_bytes(), .in_ring_bytes = ring_bytes(),
+                                   .target_cpu = dsim_below(dsim_vps()), .on_interrupt = on_interrupt };
+    status_t s = vmbus_channel_open(ch, &p);
+    if (!allowed(s, W.p.late, may_cancel()))
+        FAIL("vmbus_channel_open(relid %u %s): %s", vmbus_channel_relid(ch), vmbus_channel_type_name(ch),
+             status_name(s));
+    if (s == STATUS_OK)
+        W.opens++;
+    else
+        W.open_fail++;
+    return s;
+}
+
+static void close_raw(struct vmbus_channel *ch)
+{
+    uint32_t relid = vmbus_channel_relid(ch);
+    status_t s = vmbus_channel_close(ch);
+    if (!allowed(s, W.p.late, may_cancel()))
+        FAIL("vmbus_channel_close(relid %u): %s", relid, status_name(s));
+    W.closes++;
+}
+
+/* Sub-channels of an open test primary: wait for them (the host offers them at the open), open
+ * some, use them, close them before the primary. */
+static void sub_channels(struct vmbus_channel *primary)
+{
+    struct vmbus_channel *subs[8];
+    uint32_t want = 1 + dsim_below(3);
+    status_t s = vmbus_channel_wait_sub_channels(primary, want, subs);
+    if (s != STATUS_OK)
+        return; /* this device has fewer (or the host offers them late): allowed */
+    bool opened[8] = { false };
+    for (uint32_t i = 0; i < want; i++) {
+        W.claimed[vmbus_channel_relid(subs[i])] = true;
+        opened[i] = open_raw(subs[i]) == STATUS_OK;
+        W.subs_opened += opened[i];
+    }
+    for (uint32_t i = 0; i < want; i++) {
+        if (opened[i] && dsim_one_in(2))
+            vmbus_channel_signal(subs[i]);
+        uint32_t relid = vmbus_channel_relid(subs[i]);
+        if (opened[i] || may_cancel())
+            close_raw(subs[i]);
+        unclaim(relid);
+    }
+}
+
+static void raw_session(void)
+{
+    struct vmbus_channel *ch = claim_channel(false);
+    if (!ch) {
+        dsim_sleep_ns(1000000);
+        return;
+    }
+    uint32_t relid = vmbus_channel_relid(ch);
+    status_t s = open_raw(ch);
+    if (s == STATUS_OK) {
+        for (uint32_t n = 1 + dsim_below(5); n > 0; n--) {
+            switch (dsim_below(5)) {
+            case 0:
+                vmbus_channel_signal(ch);
+                break;
+            case 1:
+                gpadl_op(ch);
+                break;
+            case 2: {
+                status_t r = vmbus_channel_set_target_cpu(ch, dsim_below(dsim_vps()));
+                if (r != STATUS_OK && r != STATUS_NOT_SUPPORTED && !allowed(r, W.p.late, may_cancel()))
+                    FAIL("vmbus_channel_set_target_cpu(relid %u): %s", relid, status_name(r));
+                W.retargets += r == STATUS_OK;
+                break;
+            }
+            case 3:
+                if (is_test(ch) && !vmbus_channel_sub_index(ch))
+                    sub_channels(ch);
+                break;
+            default:
+                dsim_sleep_ns(dsim_below(5000000));
+                break;
+            }
+        }
+        close_raw(ch);
+    } else if (may_cancel()) {
+        /* The holder lets go of a channel whose open failed (a rescinded one is released here). */
+        close_raw(ch);
+    }
+    unclaim(relid);
+}
+
+/* ---- kmcl sessions on a test device ---- */
+
+static void k_packet(struct kmcl_channel *ch, struct kmcl_incoming *pkt, const void *buf, uint32_t len,
+                     uint32_t flags)
+{
+    struct kstate *k = kmcl_channel_get_pointer_to_client_context(ch);
+    uint32_t op = 0, seq = 0;
+    if (len >= 4)
+        memcpy(&op, buf, 4);
+    if (op == HVSIM_VSP_TEST_OP_DATA && len >= 8) {
+        memcpy(&seq, (const uint8_t *)buf + 4, 4);
+        if (k->defer && !(flags & KMCL_PROCESS_AT_PASSIVE) && dsim_one_in(4)) {
+            if (kmcl_channel_packet_defer_to_passive(pkt) != STATUS_OK)
+                FAIL("kmcl defer_to_passive refused inside process_packet");
+            k->deferred++;
+            return;
+        }
+        if (seq != k->next_seq && seq != 0) /* each SEND_N batch counts from 0 */
+            k->order_errors++;
+        k->next_seq = seq + 1;
+        for (uint32_t b = 8; b < len && b < 64; b++)
+            if (((const uint8_t *)buf)[b] != (uint8_t)(seq + b))
+                FAIL("kmcl: DATA packet %u byte %u is %#x", seq, b, ((const uint8_t *)buf)[b]);
+        k->data++;
+    } else if (op == HVSIM_VSP_TEST_OP_HELLO) {
+        k->hello++;
+    }
+    k->packets++;
+    kmcl_channel_packet_complete(pkt, NULL, 0);
+    k->completes++;
+}
+
+static void k_batch(struct kmcl_channel *ch, uint32_t n)
+{
+    struct kstate *k = kmcl_channel_get_pointer_to_client_context(ch);
+    k->batches_total += n;
+}
+
+static void k_routine(struct kmcl_packet *pkt, status_t status, const void *buf, uint32_t len)
+{
+    (void)buf;
+    (void)len;
+    struct kstate *k = kmcl_packet_get_context(pkt);
+    k->routines++;
+    if (status != STATUS_OK && status != STATUS_CANCELLED)
+        k->routine_bad++;
+    kmcl_packet_free(pkt);
+}
+
+static void kmcl_session(void)
+{
+    struct vmbus_channel *vch = claim_channel(true);
+    if (!vch) {
+        dsim_sleep_ns(1000000);
+        return;
+    }
+    uint32_t relid = vmbus_channel_relid(vch);
+    struct kmcl_channel *ch;
+    if (kmcl_channel_allocate(vch, &ch) != STATUS_OK)
+        FAIL("kmcl_channel_allocate");
+    bool passive = dsim_one_in(5);
+    if (kmcl_channel_init_set_client_context_size(ch, sizeof(struct kstate)) != STATUS_OK ||
+        kmcl_channel_init_set_process_packet_callbacks(ch, k_packet, k_batch) != STATUS_OK ||
+        kmcl_channel_init_set_ring_buffer_page_count(ch, 2 + dsim_below(7), 2 + dsim_below(7)) != STATUS_OK ||
+        kmcl_channel_init_set_target_cpu(ch, dsim_below(dsim_vps())) != STATUS_OK ||
+        kmcl_channel_set_incoming_processing_at_passive(ch, passive) != STATUS_OK)
+        FAIL("kmcl init_set refused a valid setting");
+    struct kstate *k = kmcl_channel_get_pointer_to_client_context(ch);
+    k->defer = W.p.defer && !passive;
+    status_t s = kmcl_channel_enable(ch);
+    if (!allowed(s, W.p.late, may_cancel()))
+        FAIL("kmcl_channel_enable(relid %u): %s", relid, status_name(s));
+    uint32_t expect_data = 0;
+    bool lost = false; /* a request that timed out: its answers may still come */
+    if (s == STATUS_OK) {
+        W.kmcl_sessions++;
+        for (uint32_t n = 1 + dsim_below(6); n > 0; n--) {
+            switch (dsim_below(4)) {
+            case 0: { /* a synchronous echo */
+                uint8_t req[72], resp[72];
+                uint32_t len = 8 + 8 * dsim_below(8), resp_len = sizeof resp;
+                for (uint32_t b = 0; b < len; b++)
+                    req[b] = (uint8_t)dsim_rand();
+                uint32_t op = HVSIM_VSP_TEST_OP_ECHO_COMPLETION;
+                memcpy(req, &op, 4);
+                status_t r = kmcl_channel_send_synchronous_request(ch, req, len, NULL, 0, resp, &resp_len,
+                                                                   10ull * 1000000000ull);
+                if (r == STATUS_TIMEOUT && W.p.late)
+                    lost = true;
+                else if (r != STATUS_OK)
+                    FAIL("kmcl echo request (relid %u, %u bytes): %s", relid, len, status_name(r));
+                else if (resp_len != len || memcmp(req, resp, len))
+                    FAIL("kmcl echo (relid %u): %u bytes came back for %u, or other bytes", relid, resp_len, len);
+                W.echoes++;
+                break;
+            }
+            case 1: { /* SEND_N: count DATA packets, then the completion */
+                struct hvsim_vsp_test_send_n req = { HVSIM_VSP_TEST_OP_SEND_N, 1 + dsim_below(40), 8 + 8 * dsim_below(40) };
+                uint8_t resp[16];
+                uint32_t resp_len = sizeof resp;
+                status_t r = kmcl_channel_send_synchronous_request(ch, &req, sizeof req, NULL, 0, resp, &resp_len,
+                                                                   20ull * 1000000000ull);
+                if (r == STATUS_TIMEOUT && W.p.late)
+                    lost = true;
+                else if (r != STATUS_OK)
+                    FAIL("kmcl SEND_N request (relid %u, %u x %u bytes): %s", relid, req.count, req.size,
+                         status_name(r));
+                expect_data += req.count;
+                W.send_n++;
+                break;
+            }
+            case 2: { /* asynchronous sends: routines run once each, whatever happens */
+                for (uint32_t m = 1 + dsim_below(20); m > 0; m--) {
+                    struct kmcl_packet *pkt;
+                    if (kmcl_packet_allocate(ch, &pkt) != STATUS_OK)
+                        FAIL("kmcl_packet_allocate");
+                    kmcl_packet_set_context(pkt, k);
+                    kmcl_packet_set_completion_routine(pkt, k_routine);
+                    uint32_t op = dsim_one_in(2) ? HVSIM_VSP_TEST_OP_ECHO_COMPLETION : HVSIM_VSP_TEST_OP_ECHO;
+                    uint8_t buf[64] = { 0 };
+                    memcpy(buf, &op, 4);
+                    uint32_t flags = op == HVSIM_VSP_TEST_OP_ECHO_COMPLETION ? KMCL_SEND_WAIT_FOR_COMPLETION : 0;
+                    status_t r = kmcl_packet_send(pkt, buf, 8 + 8 * dsim_below(7), NULL, 0, flags);
+                    if (r != STATUS_OK) {
+                        kmcl_packet_free(pkt);
+                        if (r != STATUS_BUSY)
+                            FAIL("kmcl_packet_send (relid %u): %s", relid, status_name(r));
+                        continue;
+                    }
+                    k->sent_async++;
+                    if (op == HVSIM_VSP_TEST_OP_ECHO)
+                        k->hello += 0; /* its echo comes back as a packet: counted in packets */
+                }
+                break;
+            }
+            default:
+                dsim_sleep_ns(dsim_below(3000000));
+                break;
+            }
+        }
+        kmcl_channel_disable(ch);
+        if (k->routines != k->sent_async)
+            FAIL("kmcl (relid %u): %u sends, %u completion routines after disable", relid, k->sent_async,
+                 k->routines);
+        if (k->routine_bad)
+            FAIL("kmcl (relid %u): %u completion routines with a status other than OK/CANCELLED", relid,
+                 k->routine_bad);
+        if (!k->defer && !lost && k->data != expect_data)
+            FAIL("kmcl (relid %u): %u DATA packets delivered, %u sent by SEND_N", relid, k->data, expect_data);
+        if (k->order_errors && !k->defer)
+            FAIL("kmcl (relid %u): DATA packets out of order (%u)", relid, k->order_errors);
+    }
+    kmcl_channel_cleanup(ch);
+    if (s != STATUS_OK && may_cancel())
+        close_raw(vch);
+    unclaim(relid);
+}
+
+/* ---- the actors ---- */
+
+static void worker(void *arg)
+{
+    uint32_t ops = (uint32_t)(uintptr_t)arg;
+    for (uint32_t i = 0; i < ops; i++) {
+        if (dsim_one_in(3))
+            kmcl_session();
+        else
+            raw_session();
+    }
+}
+
+/* The host's own actions, at random virtual times, while the workers run. */
+static void chaos(void *arg)
+{
+    (void)arg;
+    uint32_t left = W.p.chaos_actions;
+    while (!W.workers_done) {
+        dsim_sleep_ns(100000 + dsim_below(20000000));
+        if (!left)
+            continue;
+        left--;
+        switch (dsim_below(3)) {
+        case 0: { /* rescind */
+            if (!W.p.rescinds)
+                break;
+            uint32_t r = 1 + dsim_below(24);
+            struct vmbus_channel *ch = vmbus_bus.by_relid[r];
+            if (!ch || ch->rescinded || ch->released)
+                break;
+            if (!W.o->known_bugs && (W.claimed[r] || ch->sub_index || ch->state != VMBUS_CH_OFFERED))
+                break; /* only what the bugs being fixed cannot reach */
+            W.doomed[r] = true;
+            if (hvsim_vmbus_rescind(W.vb, r))
+                W.rescinds++;
+            break;
+        }
+        case 1: { /* hot-add a test device */
+            if (W.hot_adds == MAX_HOT_ADDS)
+                break;
+            struct hvsim_vmbus_device *d = &W.devs[W.ndev++];
+            *d = hvsim_vsp_test_device(W.vsp);
+            d->instance.b[15] = (uint8_t)(0x40 + W.hot_adds++);
+            d->sub_channels = (uint16_t)dsim_below(3);
+            if (hvsim_vmbus_offer(W.vb, d))
+                W.offers++;
+            break;
+        }
+        default: { /* one more sub-channel for a test primary */
+            uint32_t r = 1 + dsim_below(24);
+            struct vmbus_channel *ch = vmbus_bus.by_relid[r];
+            if (ch && !ch->rescinded && !ch->sub_index && is_test(ch) && hvsim_vmbus_offer_sub_channels(W.vb, r, 1))
+                W.sub_offers++;
+            break;
+        }
+        }
+    }
+}
+
+static void init_job(void *arg)
+{
+    status_t *s = arg;
+    *s = hv_init();
+    if (*s != STATUS_OK)
+        return;
+    vmbus_set_timeout_ms(W.p.timeout_ms);
+    *s = vmbus_init(0);
+}
+
+static void stats_job(void *arg)
+{
+    vmbus_get_stats(arg);
+}
+
+static void scenario_main(void *arg)
+{
+    (void)arg;
+    const struct plan *p = &W.p;
+    W.vsp = hvsim_vsp_test_create();
+    if (!W.vsp)
+        FAIL("hvsim_vsp_test_create");
+    for (uint32_t i = 0; i < p->test_devs; i++) {
+        struct hvsim_vmbus_device *d = &W.devs[W.ndev++];
+        *d = hvsim_vsp_test_device(W.vsp);
+        d->instance.b[15] = (uint8_t)(0x20 + i);
+        d->sub_channels = p->subs[i];
+    }
+    for (uint32_t i = 0; i < hvsim_vmbus_default_device_count && W.ndev < MAX_DEVS; i++)
+        if (!hvsim_vmbus_default_devices[i].on_open && (p->other_mask & (1u << i)))
+            W.devs[W.ndev++] = hvsim_vmbus_default_devices[i];
+    struct hvsim_vmbus_config c = { .max_version = p->max_version, .hazards = p->hazards,
+                                    .response_delay_us = p->delay_us, .monitor_latency_us = p->monitor_us,
+                                    .devices = W.devs, .device_count = W.ndev };
+    W.vb = hvsim_vmbus_create(dsim_sim(), &c);
+    if (!W.vb)
+        FAIL("hvsim_vmbus_create");
+
+    status_t s;
+    dsim_run_on(0, init_job, &s);
+    if (!allowed(s, p->late, false))
+        FAIL("hv_init/vmbus_init: %s", status_name(s));
+    if (s == STATUS_OK) {
+        W.pages_baseline = dsim_pages_in_use();
+        struct dsim_ctx *workers[MAX_WORKERS];
+        for (uint32_t i = 0; i < p->workers; i++)
+            workers[i] = dsim_spawn_guest(dsim_below(dsim_vps()), "worker", worker, (void *)(uintptr_t)p->ops[i]);
+        struct dsim_ctx *host = dsim_spawn_host("host-chaos", chaos, NULL);
+        for (uint32_t i = 0; i < p->workers; i++)
+            dsim_join(workers[i]);
+        W.workers_done = true;
+        dsim_join(host);
+
+        /* Settle: the host idle, the guest through what it was sent. */
+        if (!hvsim_vmbus_flush(W.vb, 60000))
+            FAIL("the VMBus server did not go idle");
+        dsim_sleep_ns(50000000);
+        struct vmbus_stats gs;
+        dsim_run_on(0, stats_job, &gs);
+        W.vmbus_timeouts = (uint32_t)gs.timeouts;
+        struct hvsim_vmbus_stats hs;
+        hvsim_vmbus_get_stats(W.vb, &hs);
+        if (!gs.timeouts && !gs.leaked_gpadls) {
+            if (hs.channels_open)
+                FAIL("the host has %u channels open after the guest closed all of its", hs.channels_open);
+            if (hs.gpadls)
+                FAIL("the host holds %u GPADLs after the guest tore all of its down", hs.gpadls);
+            if (dsim_pages_in_use() != W.pages_baseline)
+                FAIL("guest pages: %llu in use after every close, %llu before the workload",
+                     (unsigned long long)dsim_pages_in_use(), (unsigned long long)W.pages_baseline);
+        }
+    }
+    dsim_power_off();
+    hvsim_vmbus_destroy(W.vb);
+    W.vb = NULL;
+    hvsim_vsp_test_destroy(W.vsp);
+    W.vsp = NULL;
+}
+
+enum dsim_result scenario_run(uint64_t seed, const struct scenario_options *o, struct scenario_result *r)
+{
+    memset(&W, 0, sizeof W);
+    W.o = o;
+    make_plan(seed, o->known_bugs, &W.p);
+    struct dsim_config dc = { .seed = seed ^ 0x5eed5eed5eed5eedull, .vps = W.p.vps, .preempt_one_in = W.p.preempt,
+                              .verbose = o->verbose };
+    enum dsim_result res = dsim_run(&dc, scenario_main, NULL);
+    if (r) {
+        const struct plan *p = &W.p;
+        snprintf(r->summary, sizeof r->summary,
+                 "%u VPs, preempt 1/%u, version %#x, hazards %#x, delay %u us%s, %u test devices, %u workers; "
+                 "opens %u (%u failed), closes %u, subs %u, GPADLs %u, retargets %u, kmcl %u (echo %u, SEND_N %u), "
+                 "rescinds %u, offers %u+%u, interrupts %u, timeouts %u",
+                 p->vps, p->preempt, p->max_version, p->hazards, p->delay_us, p->late ? " (late)" : "", p->test_devs,
+                 p->workers, W.opens, W.open_fail, W.closes, W.subs_opened, W.gpadls, W.retargets, W.kmcl_sessions,
+                 W.echoes, W.send_n, W.rescinds, W.offers, W.sub_offers, W.interrupts, W.vmbus_timeouts);
+        r->virtual_s = (double)(dsim_now_ns() - 1000000000ull) / 1e9;
+    }
+    if (res != DSIM_OK)
+        dsim_log_dump_tail(8000);
+    return res;
+}
