@@ -121,10 +121,13 @@ static struct world {
 
 #define FAIL(...) dsim_fail(__VA_ARGS__)
 
-/* A status the contract allows here. timeouts: the host may answer late; cancel: it may rescind. */
+/* A status the contract allows here. timeouts: the host may answer late (then also refuse what it
+ * already did late: an open that timed out is opened by the host later, and the guest's next
+ * OPENCHANNEL is refused as already open); cancel: it may rescind. */
 static bool allowed(status_t s, bool timeouts, bool cancel)
 {
-    return s == STATUS_OK || (timeouts && s == STATUS_TIMEOUT) || (cancel && s == STATUS_CANCELLED);
+    return s == STATUS_OK || (timeouts && (s == STATUS_TIMEOUT || s == STATUS_DEVICE_ERROR)) ||
+           (cancel && s == STATUS_CANCELLED);
 }
 
 static bool may_cancel(void)
@@ -241,10 +244,22 @@ static void close_raw(struct vmbus_channel *ch)
 
 /* Sub-channels of an open test primary: wait for them (the host offers them at the open), open
  * some, use them, close them before the primary. */
+static uint16_t offered_subs(struct vmbus_channel *primary)
+{
+    const struct vmbus_offer *o = vmbus_channel_offer(primary);
+    for (uint32_t i = 0; i < W.ndev; i++)
+        if (vmbus_guid_equal(&W.devs[i].instance, &o->if_instance) && vmbus_guid_equal(&W.devs[i].type, &o->if_type))
+            return W.devs[i].sub_channels;
+    return 0;
+}
+
 static void sub_channels(struct vmbus_channel *primary)
 {
     struct vmbus_channel *subs[8];
-    uint32_t want = 1 + dsim_below(3);
+    uint16_t offered = offered_subs(primary);
+    if (!offered)
+        return;
+    uint32_t want = 1 + dsim_below(offered);
     status_t s = vmbus_channel_wait_sub_channels(primary, want, subs);
     if (s != STATUS_OK)
         return; /* this device has fewer (or the host offers them late): allowed */
@@ -530,8 +545,10 @@ static void init_job(void *arg)
     *s = hv_init();
     if (*s != STATUS_OK)
         return;
-    vmbus_set_timeout_ms(W.p.timeout_ms);
+    /* Late answers are late for the workload, not for connecting. */
+    vmbus_set_timeout_ms(W.p.late ? W.p.delay_us / 1000 + 5000 : W.p.timeout_ms);
     *s = vmbus_init(0);
+    vmbus_set_timeout_ms(W.p.timeout_ms);
 }
 
 static void stats_job(void *arg)

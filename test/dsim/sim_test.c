@@ -17,6 +17,7 @@
  *
  *   sim_test --seeds A:B [--known-bugs] [--jobs-per-child K]   seeds A..B-1, each in a fresh child
  *   sim_test --seed N [--known-bugs] [-v]                      one seed, in this process
+ *   sim_test --seeds A:B --replay-check                         each seed alone = after the others
  *
  * --known-bugs also draws the hazards that reach the bugs issue 13 lists as being fixed (rescind at
  * any step of a channel in use, RESCIND_DURING_OPEN, sub-channel rescinds before their open, ...);
@@ -41,7 +42,7 @@ static double wall_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-static int run_one(uint64_t seed, const struct scenario_options *o, bool print_ok)
+static int run_one(uint64_t seed, const struct scenario_options *o, bool print_ok, uint64_t *hash)
 {
     struct scenario_result r;
     enum dsim_result dr = scenario_run(seed, o, &r);
@@ -52,6 +53,8 @@ static int run_one(uint64_t seed, const struct scenario_options *o, bool print_o
         fflush(stderr);
         _exit(1); /* the run's contexts are abandoned mid-flight: no leak report, no atexit */
     }
+    if (hash)
+        *hash = dsim_trace_hash();
     if (print_ok)
         printf("seed %llu: ok: %s; trace %016llx, %llu steps, %.3f s virtual\n", (unsigned long long)seed, r.summary,
                (unsigned long long)dsim_trace_hash(), (unsigned long long)dsim_steps(), r.virtual_s);
@@ -59,8 +62,11 @@ static int run_one(uint64_t seed, const struct scenario_options *o, bool print_o
 }
 
 /* Seeds [from, to) in children of `per_child` seeds each; a child stops at its first failure
- * (the guest's state is undefined after one) and the next child goes on after it. */
-static int run_range(uint64_t from, uint64_t to, uint32_t per_child, const struct scenario_options *o)
+ * (the guest's state is undefined after one) and the next child goes on after it. Each child reports
+ * {seed, trace hash} pairs through a pipe (hash 0: started, not finished); hashes[i - from] gets the
+ * trace of seed i when hashes is not NULL. */
+static int run_range(uint64_t from, uint64_t to, uint32_t per_child, const struct scenario_options *o,
+                     uint64_t *hashes, bool quiet)
 {
     double t0 = wall_s();
     uint64_t failed = 0, done = 0;
@@ -77,24 +83,30 @@ static int run_range(uint64_t from, uint64_t to, uint32_t per_child, const struc
         if (pid == 0) {
             close(fds[0]);
             for (uint64_t k = s; k < end; k++) {
-                if (write(fds[1], &k, sizeof k) != sizeof k)
+                uint64_t msg[2] = { k, 0 };
+                if (write(fds[1], msg, sizeof msg) != sizeof msg)
                     _exit(2);
-                if (run_one(k, o, false) != 0)
+                if (run_one(k, o, false, &msg[1]) != 0)
                     _exit(1);
+                if (write(fds[1], msg, sizeof msg) != sizeof msg)
+                    _exit(2);
             }
-            uint64_t all = UINT64_MAX;
-            if (write(fds[1], &all, sizeof all) != sizeof all)
+            uint64_t all[2] = { UINT64_MAX, 0 };
+            if (write(fds[1], all, sizeof all) != sizeof all)
                 _exit(2);
             _exit(0);
         }
         close(fds[1]);
-        uint64_t last = s, v;
+        uint64_t last = s, v[2];
         bool finished = false;
-        while (read(fds[0], &v, sizeof v) == sizeof v) {
-            if (v == UINT64_MAX)
+        while (read(fds[0], v, sizeof v) == sizeof v) {
+            if (v[0] == UINT64_MAX) {
                 finished = true;
-            else
-                last = v;
+            } else {
+                last = v[0];
+                if (hashes && v[1])
+                    hashes[v[0] - from] = v[1];
+            }
         }
         close(fds[0]);
         int st = 0;
@@ -116,17 +128,44 @@ static int run_range(uint64_t from, uint64_t to, uint32_t per_child, const struc
             break;
     }
     double dt = wall_s() - t0;
-    printf("sim_test: %llu seeds (%llu..%llu%s), %llu failed, %.1f s, %.0f seeds/s\n", (unsigned long long)done,
+    if (!quiet)
+        printf("sim_test: %llu seeds (%llu..%llu%s), %llu failed, %.1f s, %.0f seeds/s\n", (unsigned long long)done,
            (unsigned long long)from, (unsigned long long)(from + done - 1), o->known_bugs ? ", known bugs on" : "",
            (unsigned long long)failed, dt, dt > 0 ? (double)done / dt : 0.0);
     return failed ? 1 : 0;
+}
+
+/* Determinism: seeds [from, to) run one after another in one process, then each alone in a fresh
+ * one; every seed must give the same trace both ways (and so replay from its number alone). */
+static int replay_check(uint64_t from, uint64_t to, const struct scenario_options *o)
+{
+    uint64_t n = to - from;
+    uint64_t *batch = calloc(n, sizeof *batch), *alone = calloc(n, sizeof *alone);
+    if (!batch || !alone)
+        return 2;
+    int rc = run_range(from, to, (uint32_t)n, o, batch, true);
+    for (uint64_t i = 0; i < n && rc == 0; i++)
+        rc = run_range(from + i, from + i + 1, 1, o, alone + i, true);
+    uint64_t same = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        if (batch[i] && batch[i] == alone[i])
+            same++;
+        else
+            printf("seed %llu: FAILED: not deterministic: trace %016llx after other seeds, %016llx alone\n",
+                   (unsigned long long)(from + i), (unsigned long long)batch[i], (unsigned long long)alone[i]);
+    }
+    printf("sim_test: replay: %llu of %llu seeds gave the same trace alone as after other seeds\n",
+           (unsigned long long)same, (unsigned long long)n);
+    free(batch);
+    free(alone);
+    return rc == 0 && same == n ? 0 : 1;
 }
 
 int main(int argc, char **argv)
 {
     struct scenario_options o = { .argv0 = argv[0], .max_failures = 10 };
     uint64_t seed = 0, from = 0, to = 0;
-    bool one = false;
+    bool one = false, replay = false;
     uint32_t per_child = 100;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
@@ -136,6 +175,8 @@ int main(int argc, char **argv)
             char *colon;
             from = strtoull(argv[++i], &colon, 0);
             to = *colon == ':' ? strtoull(colon + 1, NULL, 0) : from + 1;
+        } else if (!strcmp(argv[i], "--replay-check")) {
+            replay = true;
         } else if (!strcmp(argv[i], "--known-bugs")) {
             o.known_bugs = true;
         } else if (!strcmp(argv[i], "--jobs-per-child") && i + 1 < argc) {
@@ -147,16 +188,18 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr,
                     "usage: %s --seed N [--known-bugs] [-v] | --seeds A:B [--known-bugs] [--jobs-per-child K] "
-                    "[--max-failures F]\n",
+                    "[--max-failures F] [--replay-check]\n",
                     argv[0]);
             return 2;
         }
     }
     if (one)
-        return run_one(seed, &o, true);
+        return run_one(seed, &o, true, NULL);
     if (to <= from) {
         fprintf(stderr, "%s: --seed or --seeds A:B (A < B)\n", argv[0]);
         return 2;
     }
-    return run_range(from, to, per_child ? per_child : 1, &o);
+    if (replay)
+        return replay_check(from, to, &o);
+    return run_range(from, to, per_child ? per_child : 1, &o, NULL, false);
 }
