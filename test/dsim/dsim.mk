@@ -31,3 +31,18 @@ sim-long: $(BUILD)/test/sim_test
 	$(BUILD)/test/sim_test --seeds $(SEED0):$$(( $(SEED0) + $(SEEDS) )) --max-failures 50
 
 unit: $(BUILD)/test/sim_test
+
+# The stateful host fuzzer on the same platform (test/fuzz/fuzz_host.c; its seeds: test/fuzz/corpus/host).
+# clang without -Werror, as the other harnesses (its warnings on the shared sources differ from
+# gcc's), and with libatomic (clang calls it for the monitor page's packed atomics).
+# An explicit rule: the generic $(BUILD)/fuzz/fuzz_% rule of the top Makefile links only PORTABLE_SRCS.
+$(BUILD)/fuzz/fuzz_host: test/fuzz/fuzz_host.c test/fuzz/fuzz_input.h $(DSIM_SRCS) $(DSIM_HDRS) | deps
+	@mkdir -p $(@D)
+	clang $(DSIM_CFLAGS) -std=gnu11 -g -O1 -DHOSTED -I. -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all $< $(DSIM_SRCS) -o $@ -latomic
+
+# The same harness without libFuzzer (gcc, ASan/UBSan): replays files or directories of inputs.
+$(BUILD)/test/fuzz_host_replay: test/fuzz/fuzz_host.c test/fuzz/standalone_main.c test/fuzz/fuzz_input.h $(DSIM_SRCS) \
+		$(DSIM_HDRS) | deps
+	@mkdir -p $(@D)
+	$(CC) $(DSIM_CFLAGS) $(HOST_CFLAGS) test/fuzz/fuzz_host.c test/fuzz/standalone_main.c $(DSIM_SRCS) -o $@
