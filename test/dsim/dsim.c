@@ -679,7 +679,7 @@ void log_write(const char *s, size_t n)
     log_append(s, n);
 }
 
-static void sim_log(void *ctx, const char *line)
+void dsim_host_log(void *ctx, const char *line)
 {
     (void)ctx;
     char buf[600];
@@ -1186,7 +1186,7 @@ enum dsim_result dsim_run(const struct dsim_config *c, void (*main_fn)(void *arg
     hc.vp_count = cfg.vps;
     hc.tsc_hz = GUEST_TSC_HZ;
     hc.guest_tsc_delta = 0;
-    hc.log = sim_log;
+    hc.log = dsim_host_log;
     hc.log_ctx = NULL;
     in_run = true;
     sim = hvsim_create(&hc, ram, ram_size, sim_raise, NULL);

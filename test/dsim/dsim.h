@@ -94,7 +94,9 @@ uint64_t dsim_pages_in_use(void);      /* guest RAM pages handed out by page_all
  * the hv layer's shutdown). */
 void dsim_power_off(void);
 
-/* The log: every guest and hvsim line of the run (also on stderr with verbose). */
+/* The log: every guest and hvsim line of the run (also on stderr with verbose). dsim_host_log is a
+ * log callback for host components (ctx unused), as hvsim's own lines go. */
+void dsim_host_log(void *ctx, const char *line);
 bool dsim_log_contains(const char *needle);
 void dsim_log_dump_tail(size_t bytes);  /* to stderr */
 

@@ -11,7 +11,7 @@
 # scheduler contexts) and test/dsim/include first on the include path (its arch-x86_64/irql.h). The
 # platform replaces test/hosted/hosted.c; the guest and hvsim sources are the same files.
 DSIM_PLATFORM_SRCS := test/dsim/dsim.c kernel/dpc.c kernel/fmt.c kernel/status.c
-DSIM_GUEST_SRCS := hv/hv.c hv/synic.c hv/reftime.c hv/stimer.c $(VMBUS_GUEST_SRCS) kmcl/channel.c
+DSIM_GUEST_SRCS := hv/hv.c hv/synic.c hv/reftime.c hv/stimer.c $(VMBUS_GUEST_SRCS) kmcl/channel.c drivers/netvsc/netvsc.c
 DSIM_SRCS = $(sort $(DSIM_PLATFORM_SRCS) $(DSIM_GUEST_SRCS) $(HVSIM_LIB_SRCS) $(VMBUS_PROTO_SRCS))
 DSIM_HDRS = $(wildcard test/dsim/*.h test/dsim/include/*/*.h) $(HOSTED_HDRS) $(wildcard kmcl/*.h kmcl/core/*.h sim/*.h sim/*/*.h)
 DSIM_CFLAGS := -Itest/dsim/include -include test/dsim/dsim_platform.h -pthread

@@ -18,8 +18,11 @@
 #include "hv/vmbus/vmbus_internal.h"
 #include "kernel/mm.h"
 #include "kernel/percpu.h"
+#include "drivers/netvsc/netvsc.h"
+#include "drivers/netvsc/proto/nvsp_proto.h"
 #include "kmcl/channel.h"
 #include "sim/hvsim.h"
+#include "sim/netvsp/netvsp.h"
 #include "sim/vmbus_server.h"
 #include "sim/vsp/vsp_test.h"
 
@@ -41,6 +44,8 @@ struct plan {
     uint32_t chaos_actions;
     bool rescinds;                  /* the host rescinds offers */
     bool defer;                     /* kmcl process-packet defers some packets to PASSIVE */
+    bool nic;                       /* a NIC (hvsim's netvsp) and a netvsc worker */
+    uint32_t nic_host_version, nic_host_queues, nic_guest_version, nic_guest_queues, nic_frames;
 };
 
 static const uint32_t versions[] = { 0, VMBUS_VERSION_WIN10_V5_3, VMBUS_VERSION_WIN10_V5, VMBUS_VERSION_WIN10_RS3,
@@ -92,6 +97,13 @@ static void make_plan(uint64_t seed, bool known_bugs, struct plan *p)
     p->rescinds = pick(2);
     p->chaos_actions = pick(8);
     p->defer = pick(3) == 0;
+    static const uint32_t nvsp[] = { 0, NVSP_VERSION_6, NVSP_VERSION_5, NVSP_VERSION_4, NVSP_VERSION_2 };
+    p->nic = pick(3) == 0;
+    p->nic_host_version = nvsp[pick(5)];
+    p->nic_host_queues = 1 + pick(4);
+    p->nic_guest_version = nvsp[pick(5)];
+    p->nic_guest_queues = pick(5);
+    p->nic_frames = pick(60);
 }
 
 /* ---- the world of one run ---- */
@@ -117,6 +129,10 @@ static struct world {
     uint32_t opens, open_fail, closes, gpadls, retargets, subs_opened, kmcl_sessions, echoes, send_n, rescinds,
         offers, sub_offers;
     uint32_t vmbus_timeouts;
+    /* the NIC */
+    struct hvsim_netvsp *nvsp;
+    struct netvsc *nv;              /* attached (the host may deliver) */
+    uint32_t nic_tx_ok, nic_host_tx, nic_host_tx_bad, nic_rx, nic_rx_bad, nic_delivered, nic_attaches;
 } W;
 
 #define FAIL(...) dsim_fail(__VA_ARGS__)
@@ -138,7 +154,7 @@ static bool may_cancel(void)
 /* ---- choosing a channel (the harness's claims keep two workers off one channel) ---- */
 
 struct claim {
-    bool test_only;
+    bool test_only, nic;
     uint32_t n;
     struct vmbus_channel *list[64];
 };
@@ -149,6 +165,12 @@ static bool is_test(struct vmbus_channel *ch)
     return vmbus_guid_equal(&vmbus_channel_offer(ch)->if_type, &t);
 }
 
+static bool is_nic(struct vmbus_channel *ch)
+{
+    struct vmbus_guid t = VMBUS_GUID_NIC;
+    return W.p.nic && vmbus_guid_equal(&vmbus_channel_offer(ch)->if_type, &t); /* else: an offer like any */
+}
+
 /* Runs under the bus lock, with no preemption point: every channel that qualifies is claimed here
  * at once (so the host's chaos cannot pick it in between), and all but one are given back after. */
 static void claim_all(struct vmbus_channel *ch, void *ctx)
@@ -156,7 +178,7 @@ static void claim_all(struct vmbus_channel *ch, void *ctx)
     struct claim *c = ctx;
     uint32_t r = vmbus_channel_relid(ch);
     if (vmbus_channel_sub_index(ch) || vmbus_channel_rescinded(ch) || vmbus_channel_is_open(ch) || W.claimed[r] ||
-        W.doomed[r] || (c->test_only && !is_test(ch)) || c->n == 64)
+        W.doomed[r] || (c->test_only && !is_test(ch)) || c->nic != is_nic(ch) || c->n == 64)
         return;
     W.claimed[r] = true;
     c->list[c->n++] = ch;
@@ -164,7 +186,7 @@ static void claim_all(struct vmbus_channel *ch, void *ctx)
 
 static struct vmbus_channel *claim_channel(bool test_only)
 {
-    struct claim c = { .test_only = test_only };
+    struct claim c = { .test_only = test_only, .nic = false };
     vmbus_for_each_channel(claim_all, &c);
     if (!c.n)
         return NULL;
@@ -220,8 +242,13 @@ static void gpadl_op(struct vmbus_channel *ch)
 
 static status_t open_raw(struct vmbus_channel *ch)
 {
-    struct vmbus_open_params p = { .out_ring_bytes = ring_bytes(), .in_ring_bytes = ring_bytes(),
-                                   .target_cpu = dsim_below(dsim_vps()), .on_interrupt = on_interrupt };
+    /* One draw per statement: the order of evaluation of arguments and initializers is unspecified,
+     * and compilers differ (a run must replay the same with gcc and clang). */
+    uint32_t out = ring_bytes();
+    uint32_t in = ring_bytes();
+    uint32_t cpu = dsim_below(dsim_vps());
+    struct vmbus_open_params p = { .out_ring_bytes = out, .in_ring_bytes = in, .target_cpu = cpu,
+                                   .on_interrupt = on_interrupt };
     status_t s = vmbus_channel_open(ch, &p);
     if (!allowed(s, W.p.late, may_cancel()))
         FAIL("vmbus_channel_open(relid %u %s): %s", vmbus_channel_relid(ch), vmbus_channel_type_name(ch),
@@ -382,9 +409,11 @@ static void kmcl_session(void)
     if (kmcl_channel_allocate(vch, &ch) != STATUS_OK)
         FAIL("kmcl_channel_allocate");
     bool passive = dsim_one_in(5);
+    uint32_t out_pages = 2 + dsim_below(7);
+    uint32_t in_pages = 2 + dsim_below(7);
     if (kmcl_channel_init_set_client_context_size(ch, sizeof(struct kstate)) != STATUS_OK ||
         kmcl_channel_init_set_process_packet_callbacks(ch, k_packet, k_batch) != STATUS_OK ||
-        kmcl_channel_init_set_ring_buffer_page_count(ch, 2 + dsim_below(7), 2 + dsim_below(7)) != STATUS_OK ||
+        kmcl_channel_init_set_ring_buffer_page_count(ch, out_pages, in_pages) != STATUS_OK ||
         kmcl_channel_init_set_target_cpu(ch, dsim_below(dsim_vps())) != STATUS_OK ||
         kmcl_channel_set_incoming_processing_at_passive(ch, passive) != STATUS_OK)
         FAIL("kmcl init_set refused a valid setting");
@@ -418,7 +447,9 @@ static void kmcl_session(void)
                 break;
             }
             case 1: { /* SEND_N: count DATA packets, then the completion */
-                struct hvsim_vsp_test_send_n req = { HVSIM_VSP_TEST_OP_SEND_N, 1 + dsim_below(40), 8 + 8 * dsim_below(40) };
+                uint32_t count = 1 + dsim_below(40);
+                uint32_t size = 8 + 8 * dsim_below(40);
+                struct hvsim_vsp_test_send_n req = { HVSIM_VSP_TEST_OP_SEND_N, count, size };
                 uint8_t resp[16];
                 uint32_t resp_len = sizeof resp;
                 status_t r = kmcl_channel_send_synchronous_request(ch, &req, sizeof req, NULL, 0, resp, &resp_len,
@@ -476,6 +507,142 @@ static void kmcl_session(void)
     kmcl_channel_cleanup(ch);
     if (s != STATUS_OK && may_cancel())
         close_raw(vch);
+    unclaim(relid);
+}
+
+/* ---- the NIC: netvsc against hvsim's netvsp ---- */
+
+#define NIC_FRAME_MAX 1514u
+
+/* Frame k: broadcast destination, a source MAC, ethertype 0x88b5 (local experimental), then k as a
+ * u32 and bytes (uint8_t)(k + i): every byte says which frame it belongs to. */
+static uint32_t make_frame(uint8_t *f, uint32_t k)
+{
+    uint32_t len = 60 + (k * 97) % (NIC_FRAME_MAX - 60);
+    memset(f, 0xff, 6);
+    static const uint8_t src[6] = { 0x02, 0, 0x5e, 0, 0, 0x42 };
+    memcpy(f + 6, src, 6);
+    f[12] = 0x88;
+    f[13] = 0xb5;
+    memcpy(f + 14, &k, 4);
+    for (uint32_t i = 18; i < len; i++)
+        f[i] = (uint8_t)(k + i);
+    return len;
+}
+
+static bool frame_ok(const uint8_t *f, uint32_t len, uint32_t *k_out)
+{
+    uint32_t k;
+    if (len < 18 || f[12] != 0x88 || f[13] != 0xb5)
+        return false;
+    memcpy(&k, f + 14, 4);
+    if (len != 60 + (k * 97) % (NIC_FRAME_MAX - 60))
+        return false;
+    for (uint32_t i = 18; i < len; i++)
+        if (f[i] != (uint8_t)(k + i))
+            return false;
+    *k_out = k;
+    return true;
+}
+
+/* The host's backend: every frame the guest sent, in order per queue (one queue sends here). */
+static void nic_backend(void *ctx, const uint8_t *frame, uint32_t len)
+{
+    (void)ctx;
+    uint32_t k;
+    if (!frame_ok(frame, len, &k) || k != W.nic_host_tx)
+        W.nic_host_tx_bad++;
+    W.nic_host_tx++;
+}
+
+static void nic_receive(void *ctx, uint32_t queue, const void *frame, uint32_t len)
+{
+    (void)ctx;
+    (void)queue;
+    uint32_t k;
+    if (irql_current() != IRQL_DISPATCH || !frame_ok(frame, len, &k))
+        W.nic_rx_bad++;
+    W.nic_rx++;
+}
+
+/* The host delivers frames to the guest at random times while it is attached. */
+static void nic_host(void *arg)
+{
+    (void)arg;
+    uint8_t f[NIC_FRAME_MAX];
+    while (!W.workers_done) {
+        dsim_sleep_ns(50000 + dsim_below(2000000));
+        if (W.nv && W.nic_delivered < W.p.nic_frames) {
+            uint32_t len = make_frame(f, 1000000 + W.nic_delivered);
+            W.nic_delivered++;
+            if (!hvsim_netvsp_deliver(W.nvsp, f, len))
+                W.nic_delivered += 0; /* dropped (counted by the netvsp by reason) */
+        }
+    }
+}
+
+static void nic_worker(void *arg)
+{
+    (void)arg;
+    struct claim c = { .nic = true };
+    vmbus_for_each_channel(claim_all, &c);
+    if (!c.n)
+        return;
+    struct vmbus_channel *ch = c.list[0];
+    uint32_t relid = vmbus_channel_relid(ch);
+    uint32_t recv = (16 + dsim_below(48)) * 4096;
+    uint32_t send = (4 + dsim_below(28)) * 4096;
+    uint32_t ring = 4 + dsim_below(12);
+    struct netvsc_config cfg = { .max_nvsp_version = W.p.nic_guest_version, .queues = W.p.nic_guest_queues,
+                                 .recv_buf_bytes = recv, .send_buf_bytes = send, .ring_pages = ring };
+    struct netvsc_ops ops = { .receive = nic_receive };
+    struct netvsc *nv = NULL;
+    status_t s = netvsc_attach(ch, &cfg, &ops, &nv);
+    if (!allowed(s, W.p.late, may_cancel()))
+        FAIL("netvsc_attach(relid %u, NVSP %#x, %u queues): %s", relid, cfg.max_nvsp_version, cfg.queues,
+             status_name(s));
+    if (s == STATUS_OK) {
+        W.nic_attaches++;
+        W.nv = nv;
+        uint8_t f[NIC_FRAME_MAX];
+        for (uint32_t k = 0; k < W.p.nic_frames; k++) {
+            uint32_t len = make_frame(f, W.nic_tx_ok);
+            status_t t = netvsc_send(nv, 0, f, len);
+            if (t == STATUS_OK)
+                W.nic_tx_ok++;
+            else if (t != STATUS_NO_SPACE)
+                FAIL("netvsc_send(%u bytes): %s", len, status_name(t));
+            else
+                dsim_sleep_ns(200000); /* every section in flight: the host completes them */
+            if (dsim_one_in(8))
+                dsim_sleep_ns(dsim_below(1000000));
+        }
+        if (dsim_one_in(3)) {
+            status_t t = netvsc_keepalive(nv);
+            if (!allowed(t, W.p.late, may_cancel()))
+                FAIL("netvsc_keepalive: %s", status_name(t));
+        }
+        /* Settle: what was sent reached the backend; what was handed to a channel reached us. */
+        struct hvsim_netvsp_stats hs;
+        for (uint32_t t = 0; t < 2000; t++) {
+            hvsim_netvsp_get_stats(W.nvsp, &hs);
+            if (W.nic_host_tx == W.nic_tx_ok && W.nic_rx == hs.rx_frames)
+                break;
+            dsim_sleep_ns(500000);
+        }
+        W.nv = NULL;
+        if (!W.p.late && !may_cancel()) {
+            if (W.nic_host_tx != W.nic_tx_ok || W.nic_host_tx_bad)
+                FAIL("netvsc: %u frames sent, the host got %u (%u out of order or damaged)", W.nic_tx_ok,
+                     W.nic_host_tx, W.nic_host_tx_bad);
+            if (W.nic_rx != hs.rx_frames || W.nic_rx_bad)
+                FAIL("netvsc: the host handed %llu frames to the channel, the guest received %u (%u damaged)",
+                     (unsigned long long)hs.rx_frames, W.nic_rx, W.nic_rx_bad);
+        }
+        netvsc_detach(nv);
+    } else if (may_cancel()) {
+        close_raw(ch);
+    }
     unclaim(relid);
 }
 
@@ -569,8 +736,19 @@ static void scenario_main(void *arg)
         d->instance.b[15] = (uint8_t)(0x20 + i);
         d->sub_channels = p->subs[i];
     }
+    if (p->nic) {
+        struct hvsim_netvsp_config nc = { .max_version = p->nic_host_version, .queues = p->nic_host_queues,
+                                          .log = dsim_host_log, .log_ctx = NULL };
+        W.nvsp = hvsim_netvsp_create(&nc);
+        if (!W.nvsp)
+            FAIL("hvsim_netvsp_create");
+        hvsim_netvsp_set_backend(W.nvsp, nic_backend, NULL);
+        W.devs[W.ndev++] = hvsim_netvsp_device(W.nvsp);
+    }
+    struct vmbus_guid nic = VMBUS_GUID_NIC;
     for (uint32_t i = 0; i < hvsim_vmbus_default_device_count && W.ndev < MAX_DEVS; i++)
-        if (!hvsim_vmbus_default_devices[i].on_open && (p->other_mask & (1u << i)))
+        if (!hvsim_vmbus_default_devices[i].on_open && (p->other_mask & (1u << i)) &&
+            !(p->nic && vmbus_guid_equal(&hvsim_vmbus_default_devices[i].type, &nic)))
             W.devs[W.ndev++] = hvsim_vmbus_default_devices[i];
     struct hvsim_vmbus_config c = { .max_version = p->max_version, .hazards = p->hazards,
                                     .response_delay_us = p->delay_us, .monitor_latency_us = p->monitor_us,
@@ -589,10 +767,16 @@ static void scenario_main(void *arg)
         for (uint32_t i = 0; i < p->workers; i++)
             workers[i] = dsim_spawn_guest(dsim_below(dsim_vps()), "worker", worker, (void *)(uintptr_t)p->ops[i]);
         struct dsim_ctx *host = dsim_spawn_host("host-chaos", chaos, NULL);
+        struct dsim_ctx *nicw = p->nic ? dsim_spawn_guest(dsim_below(dsim_vps()), "nic", nic_worker, NULL) : NULL;
+        struct dsim_ctx *nich = p->nic ? dsim_spawn_host("nic-host", nic_host, NULL) : NULL;
         for (uint32_t i = 0; i < p->workers; i++)
             dsim_join(workers[i]);
+        if (nicw)
+            dsim_join(nicw);
         W.workers_done = true;
         dsim_join(host);
+        if (nich)
+            dsim_join(nich);
 
         /* Settle: the host idle, the guest through what it was sent. */
         if (!hvsim_vmbus_flush(W.vb, 60000))
@@ -618,6 +802,9 @@ static void scenario_main(void *arg)
     W.vb = NULL;
     hvsim_vsp_test_destroy(W.vsp);
     W.vsp = NULL;
+    if (W.nvsp)
+        hvsim_netvsp_destroy(W.nvsp);
+    W.nvsp = NULL;
 }
 
 enum dsim_result scenario_run(uint64_t seed, const struct scenario_options *o, struct scenario_result *r)
@@ -633,10 +820,11 @@ enum dsim_result scenario_run(uint64_t seed, const struct scenario_options *o, s
         snprintf(r->summary, sizeof r->summary,
                  "%u VPs, preempt 1/%u, version %#x, hazards %#x, delay %u us%s, %u test devices, %u workers; "
                  "opens %u (%u failed), closes %u, subs %u, GPADLs %u, retargets %u, kmcl %u (echo %u, SEND_N %u), "
-                 "rescinds %u, offers %u+%u, interrupts %u, timeouts %u",
+                 "rescinds %u, offers %u+%u, interrupts %u, timeouts %u; NIC %s: %u attaches, tx %u, rx %u of %u",
                  p->vps, p->preempt, p->max_version, p->hazards, p->delay_us, p->late ? " (late)" : "", p->test_devs,
                  p->workers, W.opens, W.open_fail, W.closes, W.subs_opened, W.gpadls, W.retargets, W.kmcl_sessions,
-                 W.echoes, W.send_n, W.rescinds, W.offers, W.sub_offers, W.interrupts, W.vmbus_timeouts);
+                 W.echoes, W.send_n, W.rescinds, W.offers, W.sub_offers, W.interrupts, W.vmbus_timeouts,
+                 p->nic ? "on" : "off", W.nic_attaches, W.nic_tx_ok, W.nic_rx, W.nic_delivered);
         r->virtual_s = (double)(dsim_now_ns() - 1000000000ull) / 1e9;
     }
     if (res != DSIM_OK)

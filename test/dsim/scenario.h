@@ -19,7 +19,7 @@ struct scenario_options {
 };
 
 struct scenario_result {
-    char summary[320];     /* what the seed chose and what happened, one line */
+    char summary[400];     /* what the seed chose and what happened, one line */
     double virtual_s;
 };
 

@@ -332,6 +332,9 @@ static void host_script(void *arg)
             if (!F.fch || !F.from_ctl)
                 break;
             uint32_t v = (uint32_t)a << 3 | (uint32_t)b << 11;
+            if (b % 4 == 1 && !F.known_bugs)
+                break; /* a bad read index found while flushing the send backlog loses a packet's
+                        * completion routine (found by this fuzzer; see docs/TESTING.md) */
             switch (b % 4) {
             case 0: __atomic_store_n(&F.to_ctl->write_index, v, __ATOMIC_RELEASE); break;
             case 1: __atomic_store_n(&F.from_ctl->read_index, v, __ATOMIC_RELEASE); break;
@@ -429,8 +432,10 @@ static void kmcl_round(struct vmbus_guid type)
     if (kmcl_channel_allocate(vch, &ch) != STATUS_OK)
         abort();
     struct kobs obs = { 0 };
+    uint32_t out_pages = 2 + dsim_below(3); /* one draw per statement: argument order is unspecified */
+    uint32_t in_pages = 2 + dsim_below(3);
     if (kmcl_channel_init_set_process_packet_callbacks(ch, k_packet, NULL) != STATUS_OK ||
-        kmcl_channel_init_set_ring_buffer_page_count(ch, 2 + dsim_below(3), 2 + dsim_below(3)) != STATUS_OK ||
+        kmcl_channel_init_set_ring_buffer_page_count(ch, out_pages, in_pages) != STATUS_OK ||
         kmcl_channel_init_set_target_cpu(ch, dsim_below(dsim_vps())) != STATUS_OK)
         abort();
     if (kmcl_channel_enable(ch) == STATUS_OK) {
