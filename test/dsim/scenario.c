@@ -110,6 +110,7 @@ static void make_plan(uint64_t seed, bool known_bugs, struct plan *p)
 
 struct kstate {               /* one kmcl channel's observations */
     uint32_t packets, data, completes, batches_total, deferred, next_seq, order_errors, hello;
+    uint32_t invocations;     /* process_packet calls (a deferred packet's first call included) */
     uint32_t routines, routine_bad, sent_async;
     bool defer;
 };
@@ -143,7 +144,7 @@ static struct world {
 static bool allowed(status_t s, bool timeouts, bool cancel)
 {
     return s == STATUS_OK || (timeouts && (s == STATUS_TIMEOUT || s == STATUS_DEVICE_ERROR)) ||
-           (cancel && s == STATUS_CANCELLED);
+           (cancel && (s == STATUS_CANCELLED || s == STATUS_DEVICE_ERROR)); /* rescinded, then refused */
 }
 
 static bool may_cancel(void)
@@ -249,10 +250,11 @@ static status_t open_raw(struct vmbus_channel *ch)
     uint32_t cpu = dsim_below(dsim_vps());
     struct vmbus_open_params p = { .out_ring_bytes = out, .in_ring_bytes = in, .target_cpu = cpu,
                                    .on_interrupt = on_interrupt };
+    uint32_t relid = vmbus_channel_relid(ch);
+    const char *type = vmbus_channel_type_name(ch); /* a string constant: valid after ch is gone */
     status_t s = vmbus_channel_open(ch, &p);
     if (!allowed(s, W.p.late, may_cancel()))
-        FAIL("vmbus_channel_open(relid %u %s): %s", vmbus_channel_relid(ch), vmbus_channel_type_name(ch),
-             status_name(s));
+        FAIL("vmbus_channel_open(relid %u %s): %s", relid, type, status_name(s));
     if (s == STATUS_OK)
         W.opens++;
     else
@@ -354,6 +356,7 @@ static void k_packet(struct kmcl_channel *ch, struct kmcl_incoming *pkt, const v
                      uint32_t flags)
 {
     struct kstate *k = kmcl_channel_get_pointer_to_client_context(ch);
+    k->invocations++;
     uint32_t op = 0, seq = 0;
     if (len >= 4)
         memcpy(&op, buf, 4);
@@ -380,10 +383,17 @@ static void k_packet(struct kmcl_channel *ch, struct kmcl_incoming *pkt, const v
     k->completes++;
 }
 
+/* processing_complete: "after the last invocation of ProcessPacketCallback in a single batch, with
+ * the number of packets which were delivered in this batch" (docs/KMCL.md): never counts a packet
+ * process_packet has not seen yet. Checked with --known-bugs only: under defer-to-passive, kmcl
+ * counts packets queued behind a deferred one early (issue 13 item 10, being fixed). */
 static void k_batch(struct kmcl_channel *ch, uint32_t n)
 {
     struct kstate *k = kmcl_channel_get_pointer_to_client_context(ch);
     k->batches_total += n;
+    if (W.o->known_bugs && k->batches_total > k->invocations)
+        FAIL("kmcl processing_complete(%u): %u packets counted in batches, process_packet called %u times", n,
+             k->batches_total, k->invocations);
 }
 
 static void k_routine(struct kmcl_packet *pkt, status_t status, const void *buf, uint32_t len)
@@ -787,6 +797,13 @@ static void scenario_main(void *arg)
         W.vmbus_timeouts = (uint32_t)gs.timeouts;
         struct hvsim_vmbus_stats hs;
         hvsim_vmbus_get_stats(W.vb, &hs);
+        if (W.o->known_bugs && !gs.timeouts && dsim_pages_in_use() != W.pages_baseline)
+            /* No wait timed out, so every GPADL was answered or cancelled by a rescind: pages left
+             * behind are what issue 13 item 8 (rescind during GPADL creation) leaks. */
+            FAIL("guest pages: %llu in use after every close, %llu before the workload (%llu GPADLs left to the "
+                 "host after rescinds)",
+                 (unsigned long long)dsim_pages_in_use(), (unsigned long long)W.pages_baseline,
+                 (unsigned long long)gs.leaked_gpadls);
         if (!gs.timeouts && !gs.leaked_gpadls) {
             if (hs.channels_open)
                 FAIL("the host has %u channels open after the guest closed all of its", hs.channels_open);

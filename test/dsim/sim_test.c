@@ -42,6 +42,9 @@ static double wall_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+/* A child's exit status for a failed invariant: not 1, which is what ASan and UBSan exit with. */
+#define RUN_FAILED 3
+
 static int run_one(uint64_t seed, const struct scenario_options *o, bool print_ok, uint64_t *hash)
 {
     struct scenario_result r;
@@ -51,7 +54,7 @@ static int run_one(uint64_t seed, const struct scenario_options *o, bool print_o
                o->argv0, (unsigned long long)seed, o->known_bugs ? " --known-bugs" : "");
         fflush(stdout);
         fflush(stderr);
-        _exit(1); /* the run's contexts are abandoned mid-flight: no leak report, no atexit */
+        _exit(RUN_FAILED); /* the run's contexts are abandoned mid-flight: no leak report, no atexit */
     }
     if (hash)
         *hash = dsim_trace_hash();
@@ -87,7 +90,7 @@ static int run_range(uint64_t from, uint64_t to, uint32_t per_child, const struc
                 if (write(fds[1], msg, sizeof msg) != sizeof msg)
                     _exit(2);
                 if (run_one(k, o, false, &msg[1]) != 0)
-                    _exit(1);
+                    _exit(RUN_FAILED);
                 if (write(fds[1], msg, sizeof msg) != sizeof msg)
                     _exit(2);
             }
@@ -116,7 +119,7 @@ static int run_range(uint64_t from, uint64_t to, uint32_t per_child, const struc
             s = end;
             continue;
         }
-        if (!(WIFEXITED(st) && WEXITSTATUS(st) == 1)) /* a crash (sanitizer report, abort) */
+        if (!(WIFEXITED(st) && WEXITSTATUS(st) == RUN_FAILED)) /* a crash (sanitizer report, abort) */
             printf("seed %llu: FAILED: the process died (%s %d; the report is above) (replay: %s --seed %llu%s)\n",
                    (unsigned long long)last, WIFSIGNALED(st) ? "signal" : "exit code",
                    WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), o->argv0, (unsigned long long)last,
