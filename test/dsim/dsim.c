@@ -98,6 +98,7 @@ struct vp {
 
 static struct dsim_config cfg;
 static struct dsim_ctx *ctxs[MAX_CTX];
+static uint32_t ctx_end;           /* slots [ctx_end, MAX_CTX) are free: the loops stop there */
 static struct dsim_ctx *cur;       /* the running context, NULL in the scheduler */
 static struct dsim_ctx *main_ctx;
 static void *sched_sp;
@@ -159,7 +160,7 @@ static void dump_contexts(void)
     static const char *const states[] = { "runnable", "blocked", "done" };
     fprintf(stderr, "dsim: at virtual %llu.%06llu s, step %llu:\n", (unsigned long long)((vnow - TIME_BASE_NS) / 1000000000ull),
             (unsigned long long)((vnow - TIME_BASE_NS) % 1000000000ull / 1000), (unsigned long long)steps);
-    for (uint32_t i = 0; i < MAX_CTX; i++) {
+    for (uint32_t i = 0; i < ctx_end; i++) {
         struct dsim_ctx *c = ctxs[i];
         if (!c || c->kind == CTX_IDLE)
             continue;
@@ -281,7 +282,7 @@ static void ctx_entry(void)
     if (c->kind == CTX_GUEST && dsim_irql != IRQL_PASSIVE)
         dsim_fail("guest thread %s returned at IRQL %u", c->name, dsim_irql);
     c->state = CTX_DONE;
-    for (uint32_t i = 0; i < MAX_CTX; i++) /* its joiners */
+    for (uint32_t i = 0; i < ctx_end; i++) /* its joiners */
         if (ctxs[i] && ctxs[i]->state == CTX_BLOCKED && ctxs[i]->wait_obj == c) {
             ctxs[i]->state = CTX_RUNNABLE;
             ctxs[i]->woken = true;
@@ -297,6 +298,8 @@ static struct dsim_ctx *ctx_new(enum ctx_kind kind, int vp, const char *name)
         slot++;
     if (slot == MAX_CTX)
         dsim_fail("more than %u contexts", MAX_CTX);
+    if (slot >= ctx_end)
+        ctx_end = slot + 1;
     struct dsim_ctx *c = calloc(1, sizeof *c);
     if (!c)
         abort();
@@ -324,6 +327,8 @@ static struct dsim_ctx *ctx_new(enum ctx_kind kind, int vp, const char *name)
 static void ctx_free(struct dsim_ctx *c)
 {
     ctxs[c->slot] = NULL;
+    while (ctx_end > 0 && !ctxs[ctx_end - 1])
+        ctx_end--;
     munmap(c->stack, STACK_BYTES);
     free(c);
 }
@@ -347,7 +352,7 @@ static bool block(const void *obj, uint64_t deadline)
 
 static void wake_all(const void *obj)
 {
-    for (uint32_t i = 0; i < MAX_CTX; i++) {
+    for (uint32_t i = 0; i < ctx_end; i++) {
         struct dsim_ctx *c = ctxs[i];
         if (c && c->state == CTX_BLOCKED && c->wait_obj == obj) {
             c->state = CTX_RUNNABLE;
@@ -358,7 +363,7 @@ static void wake_all(const void *obj)
 
 static bool wake_one(const void *obj)
 {
-    for (uint32_t i = 0; i < MAX_CTX; i++) {
+    for (uint32_t i = 0; i < ctx_end; i++) {
         struct dsim_ctx *c = ctxs[i];
         if (c && c->state == CTX_BLOCKED && c->wait_obj == obj) {
             c->state = CTX_RUNNABLE;
@@ -413,7 +418,7 @@ static void run_ctx(struct dsim_ctx *c)
 
 static bool only_idle_left(void)
 {
-    for (uint32_t i = 0; i < MAX_CTX; i++)
+    for (uint32_t i = 0; i < ctx_end; i++)
         if (ctxs[i] && ctxs[i]->kind != CTX_IDLE && ctxs[i]->state != CTX_DONE)
             return false;
     return true;
@@ -433,7 +438,7 @@ static void schedule(void)
         }
         uint32_t n = 0;
         bool live = false;
-        for (uint32_t i = 0; i < MAX_CTX; i++) {
+        for (uint32_t i = 0; i < ctx_end; i++) {
             struct dsim_ctx *c = ctxs[i];
             if (!c || c->state == CTX_DONE)
                 continue;
@@ -447,7 +452,7 @@ static void schedule(void)
             return;
         if (n == 0) {
             uint64_t next = NO_DEADLINE;
-            for (uint32_t i = 0; i < MAX_CTX; i++)
+            for (uint32_t i = 0; i < ctx_end; i++)
                 if (ctxs[i] && ctxs[i]->state == CTX_BLOCKED && ctxs[i]->deadline < next)
                     next = ctxs[i]->deadline;
             if (next == NO_DEADLINE) {
@@ -1231,6 +1236,7 @@ enum dsim_result dsim_run(const struct dsim_config *c, void (*main_fn)(void *arg
         /* Contexts are abandoned mid-flight: their stacks, hvsim and guest RAM stay as they are (the
          * guest may still point into them); the process is expected to exit. */
         memset(ctxs, 0, sizeof ctxs);
+        ctx_end = 0;
     }
     sim = NULL;
     main_ctx = NULL;

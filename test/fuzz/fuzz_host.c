@@ -585,6 +585,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     enum dsim_result res = dsim_run(&dc, fuzz_main, &machine);
     if (dc.verbose)
         fprintf(stderr, "fuzz_host: %u host ring writes refused\n", host_write_refusals);
+    if (getenv("FUZZ_HOST_TRACE")) /* the schedule's hash: an input replays to the same one */
+        fprintf(stderr, "fuzz_host: trace %016llx, %llu steps\n", (unsigned long long)dsim_trace_hash(),
+                (unsigned long long)dsim_steps());
     if (res != DSIM_OK) {
         dsim_log_dump_tail(6000);
         fprintf(stderr, "fuzz_host: %s\n", dsim_failure());
