@@ -13,7 +13,8 @@
 
 struct scenario_options {
     const char *argv0;
-    bool known_bugs;       /* also the hazards that reach the bugs being fixed (issue 13) */
+    uint32_t known_bugs;   /* enum known_bug groups (test/dsim/known_bugs.h): also the hazards that
+                            * reach the bugs being fixed; 0 for the suite */
     bool verbose;          /* the run's log on stderr */
     uint32_t max_failures; /* sim_test's range runs stop after this many */
 };

@@ -15,13 +15,14 @@
  *
  * A failing seed prints "seed N: reason"; `sim_test --seed N` replays it (same trace hash).
  *
- *   sim_test --seeds A:B [--known-bugs] [--jobs-per-child K]   seeds A..B-1, each in a fresh child
+ *   sim_test --seeds A:B [--known-bugs[=G,...]] [--jobs-per-child K]   seeds A..B-1 in fresh children
  *   sim_test --seed N [--known-bugs] [-v]                      one seed, in this process
  *   sim_test --seeds A:B --replay-check                         each seed alone = after the others
  *
  * --known-bugs also draws the hazards that reach the bugs issue 13 lists as being fixed (rescind at
  * any step of a channel in use, RESCIND_DURING_OPEN, sub-channel rescinds before their open, ...);
  * without it those are left out so that the suite stays green until the fixes land.
+ * --known-bugs=GROUP,... turns on some (test/dsim/known_bugs.h); so does KNOWN_BUGS=... .
  */
 #include <errno.h>
 #include <stdio.h>
@@ -31,6 +32,7 @@
 #include <unistd.h>
 
 #include "test/dsim/dsim.h"
+#include "test/dsim/known_bugs.h"
 #include "test/dsim/scenario.h"
 
 #undef clock_gettime /* the runner's own wall clock (seeds per second) */
@@ -50,8 +52,9 @@ static int run_one(uint64_t seed, const struct scenario_options *o, bool print_o
     struct scenario_result r;
     enum dsim_result dr = scenario_run(seed, o, &r);
     if (dr != DSIM_OK) {
+        char kb[256];
         printf("seed %llu: FAILED: %s (replay: %s --seed %llu%s)\n", (unsigned long long)seed, dsim_failure(),
-               o->argv0, (unsigned long long)seed, o->known_bugs ? " --known-bugs" : "");
+               o->argv0, (unsigned long long)seed, known_bugs_option(o->known_bugs, kb, sizeof kb));
         fflush(stdout);
         fflush(stderr);
         _exit(RUN_FAILED); /* the run's contexts are abandoned mid-flight: no leak report, no atexit */
@@ -119,11 +122,12 @@ static int run_range(uint64_t from, uint64_t to, uint32_t per_child, const struc
             s = end;
             continue;
         }
+        char kb[256];
         if (!(WIFEXITED(st) && WEXITSTATUS(st) == RUN_FAILED)) /* a crash (sanitizer report, abort) */
             printf("seed %llu: FAILED: the process died (%s %d; the report is above) (replay: %s --seed %llu%s)\n",
                    (unsigned long long)last, WIFSIGNALED(st) ? "signal" : "exit code",
                    WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), o->argv0, (unsigned long long)last,
-                   o->known_bugs ? " --known-bugs" : "");
+                   known_bugs_option(o->known_bugs, kb, sizeof kb));
         failed++;
         done += last + 1 - s;
         s = last + 1;
@@ -131,9 +135,10 @@ static int run_range(uint64_t from, uint64_t to, uint32_t per_child, const struc
             break;
     }
     double dt = wall_s() - t0;
+    char kb[256];
     if (!quiet)
         printf("sim_test: %llu seeds (%llu..%llu%s), %llu failed, %.1f s, %.0f seeds/s\n", (unsigned long long)done,
-           (unsigned long long)from, (unsigned long long)(from + done - 1), o->known_bugs ? ", known bugs on" : "",
+           (unsigned long long)from, (unsigned long long)(from + done - 1), known_bugs_option(o->known_bugs, kb, sizeof kb),
            (unsigned long long)failed, dt, dt > 0 ? (double)done / dt : 0.0);
     return failed ? 1 : 0;
 }
@@ -167,6 +172,9 @@ static int replay_check(uint64_t from, uint64_t to, const struct scenario_option
 int main(int argc, char **argv)
 {
     struct scenario_options o = { .argv0 = argv[0], .max_failures = 10 };
+    const char *env = getenv("KNOWN_BUGS"), *bad = NULL;
+    if (env && *env)
+        o.known_bugs = known_bugs_parse(env, &bad); /* as fuzz_host; --known-bugs overrides */
     uint64_t seed = 0, from = 0, to = 0;
     bool one = false, replay = false;
     uint32_t per_child = 100;
@@ -180,8 +188,16 @@ int main(int argc, char **argv)
             to = *colon == ':' ? strtoull(colon + 1, NULL, 0) : from + 1;
         } else if (!strcmp(argv[i], "--replay-check")) {
             replay = true;
-        } else if (!strcmp(argv[i], "--known-bugs")) {
-            o.known_bugs = true;
+        } else if (!strncmp(argv[i], "--known-bugs", 12) && (argv[i][12] == 0 || argv[i][12] == '=')) {
+            const char *bad;
+            o.known_bugs = known_bugs_parse(argv[i][12] ? argv[i] + 13 : NULL, &bad);
+            if (bad) {
+                fprintf(stderr, "%s: unknown group in --known-bugs: %s (groups:", argv[0], bad);
+                for (uint32_t g = 0; g < KNOWN_BUG_GROUPS; g++)
+                    fprintf(stderr, " %s", known_bug_names[g].name);
+                fprintf(stderr, ")\n");
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--jobs-per-child") && i + 1 < argc) {
             per_child = (uint32_t)strtoul(argv[++i], NULL, 0);
         } else if (!strcmp(argv[i], "--max-failures") && i + 1 < argc) {

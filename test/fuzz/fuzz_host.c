@@ -21,9 +21,12 @@
  * has a timeout), every kmcl send's completion routine runs exactly once by the time the channel is
  * disabled, the workers finish.
  *
- * Known bugs: KNOWN_BUGS=1 lets the script rescind channels the guest is using (forged or real),
- * which reaches the lifetime bugs issue 13 lists as being fixed; without it those rescinds are left
- * out (the script's other actions are not), so `make test` stays green until the fixes land.
+ * Known bugs: KNOWN_BUGS=1 (every group of test/dsim/known_bugs.h) or KNOWN_BUGS=group,... lets the
+ * script rescind channels the guest is using (forged or real), complete guessed transaction ids,
+ * move the read index kmcl's writer reads, and run kmcl channels on another CPU than their
+ * disabler, which reach the bugs issue 13 lists as being fixed and the ones this fuzzer found;
+ * without it those are left out (the script's other actions are not), so `make test` stays green
+ * until the fixes land.
  * Reproducers: test/fuzz/corpus/host-known-bugs/ (docs/TESTING.md).
  */
 #include <stdint.h>
@@ -32,6 +35,7 @@
 #include <string.h>
 
 #include "test/dsim/dsim.h"
+#include "test/dsim/known_bugs.h"
 #include "test/fuzz/fuzz_input.h"
 
 #include "hv/hv.h"
@@ -62,7 +66,7 @@ static void host_wrote(status_t s)
 }
 
 static struct {
-    bool known_bugs;
+    uint32_t known_bugs; /* enum known_bug groups */
     struct reader script;
     struct hvsim_vmbus *vb;
     struct hvsim_vsp_test *vsp;
@@ -227,10 +231,17 @@ static void forge_answer(uint8_t k, uint8_t status)
  * offered channel at once; one still held is issue 13's channel-lifetime bug). */
 static bool may_rescind(uint32_t relid)
 {
-    if (F.known_bugs)
-        return true;
     struct vmbus_channel *ch = relid <= VMBUS_MAX_RELID ? vmbus_bus.by_relid[relid] : NULL;
-    bool ok = !ch || (!F.claimed[relid] && !ch->sub_index && ch->state == VMBUS_CH_OFFERED && !ch->rescinded);
+    uint32_t need = 0; /* the group that may rescind it (test/dsim/known_bugs.h), 0: always */
+    if (ch && ch->sub_index)
+        need = KB_RESCIND_SUB;
+    else if (ch && ch->state == VMBUS_CH_OPENING)
+        need = KB_RESCIND_DURING_OPEN;
+    else if (ch && ch->state != VMBUS_CH_OFFERED)
+        need = KB_RESCIND_OPEN;
+    else if (ch && F.claimed[relid])
+        need = KB_RESCIND_HELD;
+    bool ok = !need || (F.known_bugs & need);
     if (ok && relid <= VMBUS_MAX_RELID)
         F.doomed[relid] = true;
     return ok;
@@ -301,7 +312,7 @@ static void host_script(void *arg)
             uint64_t id = (uint64_t)a | (uint64_t)b << 8; /* never a valid id: generation 0 */
             if ((b & 3) == 1 && F.nseen)
                 id = F.seen[a % (F.nseen < SEEN_IDS ? F.nseen : SEEN_IDS)];
-            else if ((b & 2) && F.known_bugs)
+            else if ((b & 2) && (F.known_bugs & KB_GUESSED_IDS))
                 /* kmcl's ids are generation << 32 | slot + 1 (kmcl/core/xact.c): predictable, also
                  * for packets still waiting on the send backlog (issue 13 item 1). */
                 id = (uint64_t)(1 + (b >> 4 & 3)) << 32 | (uint64_t)(a % 64 + 1);
@@ -333,7 +344,7 @@ static void host_script(void *arg)
             if (!F.fch || !F.from_ctl)
                 break;
             uint32_t v = (uint32_t)a << 3 | (uint32_t)b << 11;
-            if (b % 4 == 1 && !F.known_bugs)
+            if (b % 4 == 1 && !(F.known_bugs & KB_BACKLOG_READ_INDEX))
                 break; /* a bad read index found while flushing the send backlog loses a packet's
                         * completion routine (found by this fuzzer; see docs/TESTING.md) */
             switch (b % 4) {
@@ -409,7 +420,7 @@ static void find_claim(struct vmbus_channel *ch, void *ctx)
 {
     struct found *f = ctx;
     uint32_t r = vmbus_channel_relid(ch);
-    if (!f->ch && !F.claimed[r] && (F.known_bugs || !F.doomed[r]) && !vmbus_channel_sub_index(ch) && !vmbus_channel_rescinded(ch) &&
+    if (!f->ch && !F.claimed[r] && ((F.known_bugs & KB_RESCIND_HELD) || !F.doomed[r]) && !vmbus_channel_sub_index(ch) && !vmbus_channel_rescinded(ch) &&
         !vmbus_channel_is_open(ch) && vmbus_guid_equal(&vmbus_channel_offer(ch)->if_type, &f->type)) {
         F.claimed[r] = true; /* under the bus lock, no preemption point: the script sees it at once */
         f->ch = ch;
@@ -438,7 +449,7 @@ static void kmcl_round(struct vmbus_guid type)
     /* Another CPU's DPC may be dequeued but not yet running when disable frees the channel (found by
      * this fuzzer, docs/TESTING.md): without KNOWN_BUGS the channel's CPU is the worker's own. */
     uint32_t cpu = dsim_below(dsim_vps());
-    if (!F.known_bugs)
+    if (!(F.known_bugs & KB_CROSS_CPU_DPC))
         cpu = this_cpu()->id;
     if (kmcl_channel_init_set_process_packet_callbacks(ch, k_packet, NULL) != STATUS_OK ||
         kmcl_channel_init_set_ring_buffer_page_count(ch, out_pages, in_pages) != STATUS_OK ||
@@ -503,7 +514,7 @@ static void raw_round(void)
         if (dsim_one_in(2))
             vmbus_channel_signal(ch);
         s = vmbus_channel_close(ch); /* OK, or a timeout when the script ate the answer: both allowed */
-    } else if (F.known_bugs) {
+    } else if (F.known_bugs & KB_ANY_RESCIND) {
         s = vmbus_channel_close(ch); /* the holder lets go of a channel whose open failed */
     }
     if (getenv("VERBOSE"))
@@ -572,8 +583,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const uint32_t preempts[] = { 2, 4, 8, 32 };
     memset(&F, 0, sizeof F);
-    const char *kb = getenv("KNOWN_BUGS");
-    F.known_bugs = kb && *kb == '1';
+    const char *kb = getenv("KNOWN_BUGS"), *bad;
+    F.known_bugs = kb && *kb ? known_bugs_parse(kb, &bad) : 0;
     struct reader r = { data, size };
     uint64_t seed = take64(&r);
     uint8_t machine = take8(&r);
