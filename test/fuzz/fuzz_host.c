@@ -3,7 +3,8 @@
  * (hv/, hv/vmbus, kmcl) on the deterministic platform (test/dsim/dsim.h), so that every input replays
  * exactly: the same bytes, the same schedule, the same bug.
  *
- * Input: byte 0-7 the schedule's seed; byte 8 the machine (VPs, preemption, VMBus version); the rest
+ * Input: byte 0-7 the schedule's seed; byte 8 the machine (VPs, preemption, VMBus version, a NIC:
+ * hvsim's netvsp and the guest's netvsc, whose receive path the script feeds); the rest
  * is a script of 3-byte host actions (test/fuzz/gen_host_seeds.py lists them), run by a host context
  * while guest workers go through a fixed workload (choices from the seed); after the script the host
  * reads and answers everything until the workers are done. The workload: kmcl
@@ -15,7 +16,9 @@
  *          and hot-adds through the server, stray channel signals;
  *   kmcl   on the fuzz device's rings: completions for any transaction id the guest used (or any
  *          number), data packets asking for completions, reading k packets (answering or not), a
- *          host that stops reading, ring indices moved to any value.
+ *          host that stops reading, ring indices moved to any value;
+ *   netvsc frames, script bytes as RNDIS messages in receive sub-allocations with the transfer-page
+ *          packet's range, page set and NVSP type moved (hvsim_netvsp_deliver_raw), link changes.
  *
  * Invariants: no sanitizer report, no hang (bounded virtual time and steps: every wait of the guest
  * has a timeout), every kmcl send's completion routine runs exactly once by the time the channel is
@@ -43,10 +46,12 @@
 #include "hv/vmbus/vmbus_internal.h"
 #include "kernel/mm.h"
 #include "kernel/percpu.h"
+#include "drivers/netvsc/netvsc.h"
 #include "kmcl/channel.h"
 #include "kmcl/core/packet.h"
 #include "kmcl/core/ring.h"
 #include "sim/hvsim.h"
+#include "sim/netvsp/netvsp.h"
 #include "sim/vmbus_server.h"
 #include "sim/vsp/vsp_test.h"
 
@@ -86,6 +91,10 @@ static struct {
     /* answers sent, for replays */
     uint8_t hist[HISTORY][HV_MESSAGE_PAYLOAD_MAX];
     uint32_t hist_len[HISTORY], nhist;
+    /* the NIC (machine bit 6): hvsim's netvsp, netvsc in the guest */
+    struct hvsim_netvsp *nvsp;
+    struct netvsc *nv;
+    uint32_t nic_rx;
 } F;
 
 /* ---- the fuzz device (callbacks on the server's context) ---- */
@@ -263,6 +272,43 @@ static void forge_offer(uint8_t relid, uint8_t how)
     post_guest(&o, sizeof o);
 }
 
+/* ---- the NIC (a machine with bit 6): the script's netvsp actions ---- */
+
+/* What the host does to the guest's netvsc (op 8 with b bit 7): a frame, bytes of the script as an
+ * RNDIS message in a receive sub-allocation with the transfer-page packet's fields moved, the link
+ * plugged or unplugged, a frame of any length. */
+static void nic_action(uint8_t a, uint8_t b)
+{
+    uint8_t buf[HVSIM_NETVSP_MAX_FRAME];
+    switch (a % 4) {
+    case 0:
+    case 3: {
+        uint32_t len = a % 4 == 0 ? 14u + 6u * (b & 0x7f) : 1u + 73u * (b & 0x7f);
+        memset(buf, 0xff, 12);
+        buf[12] = 0x88;
+        buf[13] = 0xb5;
+        for (uint32_t i = 14; i < len; i++)
+            buf[i] = (uint8_t)i;
+        (void)hvsim_netvsp_deliver(F.nvsp, buf, len); /* false: dropped, counted by reason */
+        break;
+    }
+    case 1: {
+        uint32_t len = 8 + 8u * (b & 15);
+        for (uint32_t i = 0; i < len; i++)
+            buf[i] = take8(&F.script);
+        struct hvsim_netvsp_raw how = { .range_offset_delta = (int8_t)take8(&F.script) * 64,
+                                        .range_len = b & 0x40 ? take8(&F.script) * 7u : 0,
+                                        .pageset_id = b & 0x20 ? take8(&F.script) : 0,
+                                        .nvsp_type = b & 0x10 ? take8(&F.script) : 0 };
+        (void)hvsim_netvsp_deliver_raw(F.nvsp, buf, len, &how);
+        break;
+    }
+    default:
+        hvsim_netvsp_set_link(F.nvsp, b & 1);
+        break;
+    }
+}
+
 /* ---- the script ---- */
 
 static void host_script(void *arg)
@@ -303,7 +349,12 @@ static void host_script(void *arg)
                 (void)hvsim_vmbus_rescind(F.vb, relid);
             break;
         }
-        case 8: /* a channel signal, maybe for a channel that is not open */
+        case 8:
+            if (F.nvsp && (b & 0x80)) {
+                nic_action(a, b);
+                break;
+            }
+            /* a channel signal, maybe for a channel that is not open */
             (void)hvsim_signal(dsim_sim(), vmbus_bus.target_vp, VMBUS_MESSAGE_SINT, a % 48);
             break;
         case 9: { /* a completion for a transaction id: one the guest wrote, any number, or a guess */
@@ -536,6 +587,48 @@ static void worker(void *arg)
     }
 }
 
+static void nic_receive(void *ctx, uint32_t queue, const void *frame, uint32_t len)
+{
+    (void)ctx;
+    (void)queue;
+    (void)frame;
+    (void)len;
+    F.nic_rx++;
+}
+
+/* netvsc through the handshake (answered by hvsim's netvsp), frames out while the script acts,
+ * keepalives, detach; every status is allowed (the script may unplug, starve or confuse it), a
+ * crash, a hang or a sanitizer report is not. */
+static void nic_worker(void *arg)
+{
+    (void)arg;
+    struct vmbus_channel *ch = claim((struct vmbus_guid)VMBUS_GUID_NIC);
+    if (!ch)
+        return;
+    uint32_t relid = vmbus_channel_relid(ch);
+    uint32_t queues = dsim_below(3);
+    uint32_t recv = (16 + dsim_below(32)) * 4096;
+    struct netvsc_config cfg = { .queues = queues, .recv_buf_bytes = recv, .send_buf_bytes = 16 * 4096,
+                                 .ring_pages = 8 };
+    struct netvsc_ops ops = { .receive = nic_receive };
+    struct netvsc *nv;
+    if (netvsc_attach(ch, &cfg, &ops, &nv) == STATUS_OK) {
+        uint8_t f[200] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x88, 0xb5 };
+        for (uint32_t k = 0; k < 40 && !F.host_done; k++) {
+            status_t t = netvsc_send(nv, 0, f, 60 + dsim_below(140));
+            if (t != STATUS_OK || dsim_one_in(4))
+                dsim_sleep_ns(200000);
+            if (dsim_one_in(10)) {
+                t = netvsc_keepalive(nv);
+                if (getenv("VERBOSE"))
+                    fprintf(stderr, "fuzz_host: netvsc keepalive: %s\n", status_name(t));
+            }
+        }
+        netvsc_detach(nv);
+    }
+    F.claimed[relid] = false;
+}
+
 static void init_job(void *arg)
 {
     status_t *s = arg;
@@ -557,6 +650,13 @@ static void fuzz_main(void *arg)
     F.devs[F.ndev++] = fz;
     F.devs[F.ndev] = hvsim_vsp_test_device(F.vsp);
     F.devs[F.ndev++].sub_channels = machine >> 7;
+    if (machine & 0x40) {
+        struct hvsim_netvsp_config nc = { .queues = 1 + (machine >> 3 & 1), .log = dsim_host_log };
+        F.nvsp = hvsim_netvsp_create(&nc);
+        if (!F.nvsp)
+            abort();
+        F.devs[F.ndev++] = hvsim_netvsp_device(F.nvsp);
+    }
     struct hvsim_vmbus_config c = { .max_version = versions[(machine >> 4) & 3], .devices = F.devs,
                                     .device_count = F.ndev, .monitor_latency_us = 1000 };
     F.vb = hvsim_vmbus_create(dsim_sim(), &c);
@@ -568,15 +668,20 @@ static void fuzz_main(void *arg)
         struct dsim_ctx *host = dsim_spawn_host("fuzz-host", host_script, NULL);
         struct dsim_ctx *w1 = dsim_spawn_guest(0, "worker", worker, NULL);
         struct dsim_ctx *w2 = dsim_vps() > 1 ? dsim_spawn_guest(1, "worker2", worker, (void *)1) : NULL;
+        struct dsim_ctx *w3 = F.nvsp ? dsim_spawn_guest(dsim_vps() - 1, "nic", nic_worker, NULL) : NULL;
         dsim_join(w1);
         if (w2)
             dsim_join(w2);
+        if (w3)
+            dsim_join(w3);
         F.workers_done = true;
         dsim_join(host);
     }
     dsim_power_off();
     hvsim_vmbus_destroy(F.vb);
     hvsim_vsp_test_destroy(F.vsp);
+    if (F.nvsp)
+        hvsim_netvsp_destroy(F.nvsp);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

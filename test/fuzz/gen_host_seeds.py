@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Seeds for fuzz_host (test/fuzz/fuzz_host.c): host scripts after the system tests' scenarios.
 
-An input is: 8 bytes of schedule seed, 1 machine byte (bit 0: two VPs, bits 1-2: preemption, bits 4-5:
-VMBus version, bit 7: a sub-channel on the test device), then 3-byte actions {op, a, b}; op % 16:
+An input is: 8 bytes of schedule seed, 1 machine byte (bit 0: two VPs, bits 1-2: preemption, bit 3: two
+NIC queues, bits 4-5: VMBus version, bit 6: a NIC, bit 7: a sub-channel on the test device), then
+3-byte actions {op, a, b}; op % 16:
   0,1,2 wait   3 answer pending request a (status b)   4 replay answer a   5 forged offer relid a
-  6 forged rescind   7 real rescind   8 stray signal   9 completion for id (b&3: 0 any number, 1 an id seen, 2/3 a guess: KNOWN_BUGS)
+  6 forged rescind   7 real rescind   8 stray signal (with a NIC and b bit 7: a NIC action, a % 4:
+  0 frame, 1 raw RNDIS bytes from the script, 2 link, 3 frame of any length)   9 completion for id (b&3: 0 any number, 1 an id seen, 2/3 a guess: KNOWN_BUGS)
   10 read a packets (b: answer mode)   11 data packet   12 move a ring index   13 signal
   14 hot-add   15 stop reading for a while
 After the script the host reads and answers everything until the guest's workload ends.
@@ -59,6 +61,11 @@ SEEDS = {
     # relids nobody holds, stray signals (test_vmbus bad offers and stray interrupts).
     "forged-offers": seed(12, 0x00, [(OFFER, r, h) for r, h in ((40, 0), (41, 1), (42, 0x12), (43, 0x83), (0, 0))] +
                           [(FRESCIND, 40, 0), (FRESCIND, 30, 0), (STRAY, 5, 0), (STRAY, 0, 0)] + serve(6)),
+    # The NIC (test_netvsc): frames, a link flap, raw RNDIS bytes with moved ranges and NVSP types.
+    "nic-frames-and-link": seed(14, 0x41, serve(3) + [(STRAY, 0, 0x80 | k) for k in range(1, 40, 3)] +
+                                [(STRAY, 2, 0x80), (WAIT, 20, 0), (STRAY, 2, 0x81)] + serve(6)),
+    "nic-raw-rndis": seed(15, 0x49, serve(3) + [(STRAY, 1, 0x80 | 0x70 | 2)] + [(1, 0, 0)] * 12 +
+                          [(STRAY, 1, 0x80 | 0x40 | 1)] + [(0x10, 0x20, 0x30)] * 8 + serve(6)),
     # Real rescinds and hot-adds through the server (test_vmbus rescind of an offered channel).
     "rescind-and-hot-add": seed(13, 0x01, [(HOTADD, 1, 0), (WAIT, 30, 0), (RESCIND, 2, 0), (HOTADD, 0, 0),
                                             (WAIT, 30, 0), (RESCIND, 3, 0)] + serve(8)),
