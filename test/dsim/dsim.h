@@ -2,7 +2,7 @@
  * dsim: a deterministic platform for the guest's portable layers (hv/, hv/vmbus, kmcl, drivers) and
  * hvsim in ONE process and ONE OS thread, in the manner of FoundationDB's simulation testing: every
  * guest thread, every VP's interrupt handling (its DPCs, the SynIC's messages, channel interrupts)
- * and every hvsim thread (the VMBus server, the VSPs it calls) is a context (ucontext), and a
+ * and every hvsim thread (the VMBus server, the VSPs it calls) is a context (its own stack), and a
  * scheduler runs exactly one of them at a time, choosing the next one with a PRNG. A run is a pure
  * function of its seed: the same seed replays the same schedule, bit for bit (dsim_trace_hash()).
  *

@@ -3,6 +3,8 @@
 # kmcl/kmcl.mk, whose source lists it uses).
 #
 #   $(BUILD)/test/sim_test    the seeded system simulation (ASan/UBSan): sim_test --seeds A:B, --seed N
+#   $(BUILD)/test/test_dsim   the platform's own tests (cmocka)
+#   $(BUILD)/test/fuzz_host_replay  fuzz_host without libFuzzer (gcc): replays files and directories
 #   $(BUILD)/fuzz/fuzz_host   the stateful host fuzzer (libFuzzer, ASan/UBSan)
 #   make sim-test             runs DSIM_SEEDS seeds (default 0:3000), as `make test` does
 #   make sim-long             runs SEEDS seeds (default 100000) from SEED0 (default 1000000)
@@ -19,6 +21,13 @@ DSIM_CFLAGS := -Itest/dsim/include -include test/dsim/dsim_platform.h -pthread
 $(BUILD)/test/sim_test: test/dsim/sim_test.c test/dsim/scenario.c $(DSIM_SRCS) $(DSIM_HDRS) | deps
 	@mkdir -p $(@D)
 	$(CC) $(DSIM_CFLAGS) $(HOST_CFLAGS) test/dsim/sim_test.c test/dsim/scenario.c $(DSIM_SRCS) -o $@
+
+# The platform's own tests (cmocka; picked up by test/run_tests.py's unit run as test_*).
+$(BUILD)/test/test_dsim: test/dsim/test_dsim.c $(DSIM_SRCS) $(DSIM_HDRS) | deps
+	@mkdir -p $(@D)
+	$(CC) $(DSIM_CFLAGS) $(HOST_CFLAGS) $< $(DSIM_SRCS) -o $@ -lcmocka
+
+unit: $(BUILD)/test/test_dsim
 
 DSIM_SEEDS ?= 0:3000
 .PHONY: sim-test sim-long
