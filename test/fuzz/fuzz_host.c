@@ -283,7 +283,7 @@ static void nic_action(uint8_t a, uint8_t b)
     switch (a % 4) {
     case 0:
     case 3: {
-        uint32_t len = a % 4 == 0 ? 14u + 6u * (b & 0x7f) : 1u + 73u * (b & 0x7f);
+        uint32_t len = a % 4 == 0 ? 14u + 6u * (b & 0x7f) : 1u + 72u * (b & 0x7f); /* <= 9145 */
         memset(buf, 0xff, 12);
         buf[12] = 0x88;
         buf[13] = 0xb5;
