@@ -55,6 +55,7 @@
 #endif
 #endif
 #ifdef DSIM_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -291,6 +292,35 @@ static void ctx_entry(void)
     abort(); /* a finished context is never resumed */
 }
 
+/* Stacks of finished contexts, kept for the next ones (and the next runs): a fresh mapping costs a
+ * page fault per page touched, on the stack and on ASan's shadow of it. */
+#define STACK_POOL 64
+static void *stack_pool[STACK_POOL];
+static uint32_t stack_pool_count;
+
+static void *stack_get(void)
+{
+    if (stack_pool_count) {
+        void *s = stack_pool[--stack_pool_count];
+#ifdef DSIM_ASAN
+        __asan_unpoison_memory_region(s, STACK_BYTES); /* a frame that never returned left its redzones */
+#endif
+        return s;
+    }
+    void *s = mmap(NULL, STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (s == MAP_FAILED)
+        abort();
+    return s;
+}
+
+static void stack_put(void *s)
+{
+    if (stack_pool_count < STACK_POOL)
+        stack_pool[stack_pool_count++] = s;
+    else
+        munmap(s, STACK_BYTES);
+}
+
 static struct dsim_ctx *ctx_new(enum ctx_kind kind, int vp, const char *name)
 {
     uint32_t slot = 0;
@@ -303,9 +333,7 @@ static struct dsim_ctx *ctx_new(enum ctx_kind kind, int vp, const char *name)
     struct dsim_ctx *c = calloc(1, sizeof *c);
     if (!c)
         abort();
-    c->stack = mmap(NULL, STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (c->stack == MAP_FAILED)
-        abort();
+    c->stack = stack_get();
     c->slot = slot;
     snprintf(c->name, sizeof c->name, "%s", name ? name : "?");
     c->kind = kind;
@@ -329,7 +357,7 @@ static void ctx_free(struct dsim_ctx *c)
     ctxs[c->slot] = NULL;
     while (ctx_end > 0 && !ctxs[ctx_end - 1])
         ctx_end--;
-    munmap(c->stack, STACK_BYTES);
+    stack_put(c->stack);
     free(c);
 }
 

@@ -177,7 +177,7 @@ int main(int argc, char **argv)
         o.known_bugs = known_bugs_parse(env, &bad); /* as fuzz_host; --known-bugs overrides */
     uint64_t seed = 0, from = 0, to = 0;
     bool one = false, replay = false;
-    uint32_t per_child = 100;
+    uint32_t per_child = 500; /* a fork of an ASan process and its exit cost ~100 ms of system time */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
             seed = strtoull(argv[++i], NULL, 0);
