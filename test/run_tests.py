@@ -168,6 +168,25 @@ def run_unit(build, res):
                 res.add(False, f"unit {name}", f"exit status {p.returncode} (crash or sanitizer report)")
 
 
+def run_sim(build, res, seeds):
+    """The seeded system simulation (test/dsim/, docs/TESTING.md): `seeds` seeds, then a replay check."""
+    exe = os.path.join(build, "test", "sim_test")
+    if not os.path.exists(exe):
+        return
+    p = subprocess.run([exe, "--seeds", f"0:{seeds}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=3600)
+    for m in re.finditer(r"^seed (\d+): FAILED: (.*)$", p.stdout, re.M):
+        res.add(False, f"sim seed {m.group(1)}", m.group(2))
+    summary = re.search(r"^sim_test: (\d+ seeds.*)$", p.stdout, re.M)
+    res.add(p.returncode == 0, f"sim: {summary.group(1) if summary else 'no summary (crash?)'}",
+            "" if p.returncode == 0 else p.stdout[-6000:])
+    p = subprocess.run([exe, "--seeds", "0:60", "--replay-check"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=600)
+    summary = re.search(r"^sim_test: (replay: .*)$", p.stdout, re.M)
+    res.add(p.returncode == 0, f"sim {summary.group(1) if summary else 'replay: no summary (crash?)'}",
+            "" if p.returncode == 0 else p.stdout[-4000:])
+
+
 def run_fuzz(build, res, seconds):
     for exe in sorted(glob.glob(os.path.join(build, "fuzz", "fuzz_*"))):
         name = os.path.basename(exe)[len("fuzz_"):]
@@ -504,7 +523,8 @@ def run_screen(build, res):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
-    ap.add_argument("--only", choices=["layout", "unit", "fuzz", "boot"], default=None)
+    ap.add_argument("--only", choices=["layout", "unit", "sim", "fuzz", "boot"], default=None)
+    ap.add_argument("--sim-seeds", type=int, default=3000)
     ap.add_argument("--fuzz-seconds", type=int, default=10)
     ap.add_argument("--boot-filter", default=None)
     args = ap.parse_args()
@@ -514,6 +534,8 @@ def main():
         run_layout(res)
     if args.only in (None, "unit"):
         run_unit(args.build, res)
+    if args.only in (None, "unit", "sim"):
+        run_sim(args.build, res, args.sim_seeds)
     if args.only in (None, "fuzz"):
         run_fuzz(args.build, res, args.fuzz_seconds)
     if args.only in (None, "boot"):

@@ -5,7 +5,9 @@
 #   fuzz   libFuzzer + ASan + UBSan      bench  -O2, no sanitizers (benchmarks, hvsim)
 # A program whose modules include the hosted platform (test/hosted: guest VPs as threads) is built
 # in the "-vp" twin of its flavour, with test/hosted/include first (its arch-x86_64/irql.h replaces
-# the CR8 one). Included by the top-level Makefile after the modules.
+# the CR8 one); one on the deterministic platform (test/dsim: one OS thread, seeded scheduler,
+# virtual time) in the "-dsim" twin, with test/dsim/include first and test/dsim/dsim_platform.h
+# included into every source. Included by the top-level Makefile after the modules.
 
 HOST_BASE := -std=gnu11 -g -Wall -Wextra -Werror -DHOSTED -I. -pthread
 CC.asan := $(CC)
@@ -22,16 +24,19 @@ CFLAGS.bench := $(HOST_BASE) -O2
 LDFLAGS.bench := -pthread
 FLAVOURS := asan tsan fuzz bench
 $(foreach f,$(FLAVOURS),$(eval CC.$(f)-vp := $(CC.$(f)))$(eval CFLAGS.$(f)-vp := -Itest/hosted/include $(CFLAGS.$(f)))$(eval LDFLAGS.$(f)-vp := $(LDFLAGS.$(f))))
+$(foreach f,$(FLAVOURS),$(eval CC.$(f)-dsim := $(CC.$(f)))$(eval CFLAGS.$(f)-dsim := -Itest/dsim/include -include test/dsim/dsim_platform.h $(CFLAGS.$(f)))$(eval LDFLAGS.$(f)-dsim := $(LDFLAGS.$(f))))
+# clang calls libatomic for the monitor page's packed atomics.
+LDFLAGS.fuzz-dsim += -latomic
 
 define flavour_rule
 $(BUILD)/host/$(1)/%.o: %.c | deps
 	@mkdir -p $$(@D)
 	$$(call msg,CC,$$@)$$(CC.$(1)) $$(CFLAGS.$(1)) -MMD -MP -c $$< -o $$@
 endef
-$(foreach f,$(FLAVOURS),$(eval $(call flavour_rule,$(f)))$(eval $(call flavour_rule,$(f)-vp)))
+$(foreach f,$(FLAVOURS),$(eval $(call flavour_rule,$(f)))$(eval $(call flavour_rule,$(f)-vp))$(eval $(call flavour_rule,$(f)-dsim)))
 
 host_objs = $(patsubst %.c,$(BUILD)/host/$(1)/%.o,$(2))
-vp = $(if $(filter test/hosted,$(call mod_closure,$(1))),-vp)
+vp = $(if $(filter test/hosted,$(call mod_closure,$(1))),-vp)$(if $(filter test/dsim,$(call mod_closure,$(1))),-dsim)
 
 # $(call hosted,OUT,FLAVOUR,MAIN,MODULES,EXTRA_SOURCES,LIBS): OUT linked from MAIN, the hosted sources
 # of MODULES and what they need, and EXTRA_SOURCES.
