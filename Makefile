@@ -175,3 +175,4 @@ include lib/net/net.mk
 include drivers/netvsc/netvsc.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+include test/system/system.mk
