@@ -123,7 +123,7 @@ void guest_run(const char *step, void (*fn)(void *arg), void *arg, unsigned limi
             layer_hung(step, limit_ms);
         if (machine.rescind_seen_ns && now - since > (int64_t)AFTER_RESCIND_MS * 1000000) {
             char what[160];
-            snprintf(what, sizeof what, "%s (after the host's rescind; issue 13 item 5)", step);
+            snprintf(what, sizeof what, "%s (after the host's rescind, every wait ends within 2 s)", step);
             layer_hung(what, AFTER_RESCIND_MS);
         }
         sleep_us(500);

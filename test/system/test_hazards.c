@@ -17,6 +17,7 @@
  * lands, delete its lines). The cmocka-style line after each (OK, FAILED, SKIPPED for KNOWN) is what
  * test/run_tests.py counts.
  *
+ * Under ThreadSanitizer (test_hazards_tsan) only the singles run unless HAZARDS_PAIRS=1.
  * Environment: HAZARDS_FILTER=substring (cells whose name contains it; =name: that cell), HAZARDS_JOBS=n (cells at
  * once, default 2), HAZARDS_REPEAT=n (each cell n times), HAZARDS_SEED=n (the agitators' random choices; printed), VERBOSE=1 (the guest's
  * and hvsim's log lines in the cell's output), HAZARDS_OUTPUT=1 (print every cell's stderr).
@@ -224,14 +225,28 @@ static const struct known known[] = {
     { "*rescind-at-open*", 3, "heap-use-after-free in vmbus_guid_equal " },
     { "*rescind-sub-channel*", 3, "heap-use-after-free in vmbus_guid_equal " },
     { "kmcl/*rescind-sub-channel*", 3, "kmcl up (after the host's rescind" },
+    { "kmcl/*rescind-at-open*", 3, "kmcl up (after the host's rescind" },
+    { "netvsc/*rescind-sub-channel*", 3, "netvsc attach (after the host's rescind" },
     /* Sends after a rescind are taken into the dead ring and wait for their timeouts (kmcl's
      * requests, netvsc's NVSP/RNDIS requests during attach and its HALT at detach: 5 s each). */
     { "*rescind-at-open*", 5, "issue 13 item 5" },
     { "*rescind-in-use*", 5, "issue 13 item 5" },
     { "*rescind-sub-channel*", 5, "issue 13 item 5" },
+    { "netvsc/*rescind-at-open*", 5, "netvsc attach (after the host's rescind" },
+    { "netvsc/*rescind-in-use*", 5, "netvsc detach (after the host's rescind" },
+    { "netvsc/*rescind-sub-channel*", 5, "netvsc detach (after the host's rescind" },
+    { "kmcl/*rescind-*", 5, "kmcl round (after the host's rescind" },
     /* A rescind while netvsc's buffers' GPADLs are being created: the guest leaves one to the host
      * (its pages leaked) although the host dropped it with the channel. */
     { "netvsc/*rescind-at-open*", 8, "1 left to the host" },
+    /* Not in issue 13 (item 0): found by this matrix under ThreadSanitizer and reported.
+     * vmbus_channel_interrupt counts callbacks_running up with a plain ++ under the bus lock and
+     * down with an atomic decrement outside it: a host that signals one channel on two VPs (stray
+     * events) races them, and a lost decrement makes vmbus_channel_close wait forever. */
+    { "*stray-events*", 0, "data race in vmbus_channel_interrupt " },
+    /* netvsc_attach's summary line reads nv->link_up plainly while a link indication stores it. */
+    { "netvsc/*link-flap*", 0, "data race in netvsc_attach " },
+    { "netvsc/*link-flap*", 0, "data race in take_indication " },
     { NULL, 0, NULL },
 };
 #define KNOWN (sizeof known / sizeof known[0] - 1)
@@ -243,7 +258,7 @@ static bool explained(const char *cell, const char *why, unsigned *item)
 {
     char lines[REPORT_MAX];
     snprintf(lines, sizeof lines, "%s", why);
-    bool all = lines[0] != '\0';
+    bool all = lines[0] != '\0' && strncmp(lines, "killed", 6) != 0;
     unsigned hit[KNOWN] = { 0 };
     for (char *save = NULL, *line = strtok_r(lines, "|", &save); line; line = strtok_r(NULL, "|", &save)) {
         while (*line == ' ')
@@ -255,7 +270,7 @@ static bool explained(const char *cell, const char *why, unsigned *item)
                 hit[k] = 1;
                 *item = known[k].item;
             }
-        all &= found || strncmp(line, "exit status 3", 13) == 0; /* the hung line says why itself */
+        all &= found || strncmp(line, "exit status ", 12) == 0; /* the lines after it say why */
     }
     for (size_t k = 0; all && k < KNOWN; k++)
         known_hits[k] += hit[k];
@@ -272,7 +287,8 @@ struct cell {
 
 static struct cell_ctx ctx;
 static const struct cell *running;
-static uint32_t phase; /* 0: up and rounds, 1: teardown, 2: stopped */
+static uint32_t phase;      /* 0: up and rounds, 1: teardown, 2: stopped */
+static uint32_t phase_seen; /* the agitator's last pass that read phase ended */
 
 static void *agitator(void *arg)
 {
@@ -288,6 +304,7 @@ static void *agitator(void *arg)
                 next[i] = now + (int64_t)h->tick_us * 1000;
             }
         }
+        __atomic_store_n(&phase_seen, p, __ATOMIC_RELEASE);
         sleep_us(100);
     }
     return NULL;
@@ -338,7 +355,8 @@ static void run_cell(const struct cell *c, uint64_t seed)
         }
     }
     __atomic_store_n(&phase, 1, __ATOMIC_RELEASE);
-    sleep_us(1000); /* the agitator's last tick of a spared hazard is over */
+    while (agitating && __atomic_load_n(&phase_seen, __ATOMIC_ACQUIRE) < 1)
+        sleep_us(100); /* the agitator's last tick of a spared hazard is over */
     EACH_HAZARD(c, h) if ((*h)->stop) (*h)->stop(&ctx);
     if (up && cls == LOSSY) {
         struct expect settled = e;
@@ -404,8 +422,7 @@ static void child_main(const struct slot *s, uint64_t seed)
  * outside the sanitizer runtime, or the first line that says what went wrong. */
 static void crash_reason(int fd, char *out, size_t size)
 {
-    static const char *const marks[] = { "runtime error:", "PANIC", "IRQL violation", "WARNING: ThreadSanitizer",
-                                         "ERROR: " };
+    static const char *const marks[] = { "runtime error:", "PANIC", "IRQL violation", "ERROR: " };
     out[0] = '\0';
     off_t len = lseek(fd, 0, SEEK_END);
     if (len <= 0)
@@ -418,23 +435,35 @@ static void crash_reason(int fd, char *out, size_t size)
     text[len] = '\0';
     if (getenv("HAZARDS_OUTPUT"))
         fwrite(text, 1, (size_t)len, stdout);
-    char *p = strstr(text, "ERROR: AddressSanitizer: ");
-    if (!p)
-        p = strstr(text, "ERROR: LeakSanitizer: ");
+    static const char *const headers[] = { "ERROR: AddressSanitizer: ", "ERROR: LeakSanitizer: ",
+                                           "WARNING: ThreadSanitizer: " };
+    char *p = NULL;
+    for (size_t h = 0; h < sizeof headers / sizeof headers[0] && !p; h++)
+        if ((p = strstr(text, headers[h])) != NULL)
+            p += strlen(headers[h]);
     if (p) {
-        p = strchr(p, ':') + 1;
-        p = strchr(p, ':') + 2;
-        size_t n = strcspn(p, " \n");
-        int w = snprintf(out, size, "%.*s", (int)n, p);
+        size_t kind = strcspn(p, "\n");
+        const char *ends[] = { " on ", " (pid", ": " };
+        for (size_t e = 0; e < sizeof ends / sizeof ends[0]; e++) {
+            const char *q = strstr(p, ends[e]);
+            if (q && (size_t)(q - p) < kind)
+                kind = (size_t)(q - p);
+        }
+        int w = snprintf(out, size, "%.*s", (int)kind, p);
         int frames = 0;
         while (frames < 2 && (p = strstr(p, "\n    #")) != NULL) {
             char line[300];
-            p++;
+            p += 5;
             snprintf(line, sizeof line, "%.*s", (int)strcspn(p, "\n"), p);
-            char *in = strstr(line, " in ");
-            if (!in || strstr(line, "libsanitizer"))
+            if (strstr(line, "libsanitizer") || strstr(line, "sanitizer_common"))
                 continue; /* the interceptor, not the caller */
-            w += snprintf(out + w, size - (size_t)w, "%s%s", frames++ ? " <- " : " in ", in + 4);
+            /* ASan: "#0 0x... in func file:line"; TSan: "#0 func file:line (binary+0x...)" */
+            char *f = strstr(line, " in ");
+            f = f ? f + 4 : line + strcspn(line, " ") + 1;
+            f[strcspn(f, "(")] = '\0';
+            for (size_t e = strlen(f); e && f[e - 1] == ' ';)
+                f[--e] = '\0';
+            w += snprintf(out + w, size - (size_t)w, "%s%s", frames++ ? " <- " : " in ", f);
             if ((size_t)w >= size)
                 break;
         }
@@ -487,8 +516,10 @@ static void finish(struct slot *s, int status)
         printf("PASS   %-7s %-48s %5.1f s\n[       OK ] %s\n", s->c->layer->name, s->c->name, secs, s->c->name);
     } else if (is_known) {
         known_failed++;
-        printf("KNOWN  %-7s %-48s %5.1f s  issue 13 item %u: %s\n[  SKIPPED ] %s\n", s->c->layer->name, s->c->name,
-               secs, item, why, s->c->name);
+        char tag[32];
+        snprintf(tag, sizeof tag, item ? "issue 13 item %u" : "new, reported", item);
+        printf("KNOWN  %-7s %-48s %5.1f s  %s: %s\n[  SKIPPED ] %s\n", s->c->layer->name, s->c->name, secs, tag, why,
+               s->c->name);
     } else {
         failed++;
         printf("FAIL   %-7s %-48s %5.1f s  %s\n[  FAILED  ] %s\n", s->c->layer->name, s->c->name, secs, why,
@@ -503,7 +534,7 @@ static bool applies(const struct hazard *h, const struct layer *l)
     return !h->only_layer || strcmp(h->only_layer, l->name) == 0;
 }
 
-static uint32_t build_cells(struct cell *cells, uint32_t max, const char *filter, uint32_t repeat)
+static uint32_t build_cells(struct cell *cells, uint32_t max, const char *filter, uint32_t repeat, bool pairs)
 {
     uint32_t n = 0;
     for (uint32_t li = 0; li < layer_count; li++) {
@@ -515,7 +546,7 @@ static uint32_t build_cells(struct cell *cells, uint32_t max, const char *filter
                     continue; /* "none" only alone */
                 if ((a && !applies(a, l)) || (b && !applies(b, l)))
                     continue;
-                if (b && (a->single_only || b->single_only || (a->cls == DESTRUCTIVE && b->cls == DESTRUCTIVE)))
+                if (b && (!pairs || a->single_only || b->single_only || (a->cls == DESTRUCTIVE && b->cls == DESTRUCTIVE)))
                     continue; /* one way to lose the device per cell */
                 struct cell c = { .layer = l, .h = { a, b } };
                 snprintf(c.name, sizeof c.name, "%s/%s%s%s", l->name, a ? a->name : "none", b ? "+" : "",
@@ -535,13 +566,20 @@ int main(void)
     static struct cell cells[1024];
     const char *filter = getenv("HAZARDS_FILTER");
     uint32_t repeat = getenv("HAZARDS_REPEAT") ? (uint32_t)atoi(getenv("HAZARDS_REPEAT")) : 1;
-    uint32_t n = build_cells(cells, 1024, filter, repeat ? repeat : 1);
+#ifdef __SANITIZE_THREAD__
+    bool pairs = false; /* ThreadSanitizer is slow: the singles in `make test`, the pairs on demand */
+#else
+    bool pairs = true;
+#endif
+    if (getenv("HAZARDS_PAIRS"))
+        pairs = atoi(getenv("HAZARDS_PAIRS")) != 0;
+    uint32_t n = build_cells(cells, 1024, filter, repeat ? repeat : 1, pairs);
     uint32_t jobs = getenv("HAZARDS_JOBS") ? (uint32_t)atoi(getenv("HAZARDS_JOBS")) : 2;
     if (jobs < 1 || jobs > 16)
         jobs = 2;
     uint64_t seed = getenv("HAZARDS_SEED") ? strtoull(getenv("HAZARDS_SEED"), NULL, 0) : (uint64_t)now_ns();
-    printf("hazard matrix: %u cells (%u layers, %zu hazards, pairs), %u at once, seed %llu (HAZARDS_SEED)\n", n,
-           layer_count, HAZARDS, jobs, (unsigned long long)seed);
+    printf("hazard matrix: %u cells (%u layers, %zu hazards%s), %u at once, seed %llu (HAZARDS_SEED)\n", n,
+           layer_count, HAZARDS, pairs ? " and pairs" : ", no pairs: HAZARDS_PAIRS=1", jobs, (unsigned long long)seed);
     fflush(stdout);
     struct slot slots[16];
     char *shm = mmap(NULL, (size_t)REPORT * jobs, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -590,7 +628,7 @@ int main(void)
                 kill(slots[i].pid, SIGKILL);
         sleep_us(2000);
     }
-    if (!filter)
+    if (!filter && pairs)
         for (size_t k = 0; k < KNOWN; k++)
             if (!known_hits[k])
                 printf("note: known entry %s (issue 13 item %u, \"%s\") explained no failure: if its fix has landed, "
