@@ -1704,7 +1704,7 @@ void hvsim_netvsp_set_backend(struct hvsim_netvsp *nv, hvsim_netvsp_tx_fn fn, vo
 
 #define LOAD(field) out->field = __atomic_load_n(&nv->st.field, __ATOMIC_RELAXED)
 
-bool hvsim_netvsp_rx_buffer(struct hvsim_netvsp *nv, void **base, uint32_t *bytes)
+bool hvsim_netvsp_rx_buffer(struct hvsim_netvsp *nv, void **base, uint32_t *bytes, uint32_t *sub_size)
 {
     pthread_mutex_lock(&nv->lock);
     const struct rbuf *rb = nv->s.rbuf;
@@ -1714,6 +1714,7 @@ bool hvsim_netvsp_rx_buffer(struct hvsim_netvsp *nv, void **base, uint32_t *byte
     if (ok) {
         *base = rb->pages[0];
         *bytes = rb->npages * PAGE;
+        *sub_size = rb->sub_size;
     }
     pthread_mutex_unlock(&nv->lock);
     return ok;

@@ -9,8 +9,9 @@
  * The rules every layer checks, whatever the host does:
  *  - what the guest accepts is well formed: a packet kmcl hands to process_packet lies inside the
  *    inbound ring's data area or in kmcl's own (heap) copy, and every byte of it is read (ASan sees
- *    a read past a heap copy); a frame netvsc hands to the stack lies inside the receive buffer and
- *    is 14 .. MTU + 14 bytes long (layer_stats.range_errors);
+ *    a read past a heap copy); a frame netvsc hands to the stack lies inside the receive buffer,
+ *    inside the one sub-allocation the host's range named (layer_honest_ranges), and is 14 .. MTU
+ *    + 14 bytes long (layer_stats.range_errors);
  *  - every guest wait ends: each guest job runs under a deadline (guest_run), and a job that
  *    outlives it is reported through layer_hung (the caller decides how to die);
  *  - with strict checks (a benign host), the workload's results are exact: every echo and data
@@ -96,6 +97,7 @@ struct layer_stats {
                                         answers or deliveries whose bytes were wrong */
     uint32_t range_errors;           /* deliveries outside their ring or buffer, or of a bad length */
     uint32_t errors;                 /* guest calls that ended with an error status (clear errors) */
+    uint64_t refused;                /* host input the guest refused and counted (netvsc's drops) */
 };
 
 /* What a layer may expect of the host in one run. */
@@ -120,6 +122,8 @@ struct layer {
     /* Content checks off (the shared-memory flip test corrupts payloads on purpose; the structure
      * rules stay on). */
     void (*set_content_checks)(bool on);
+    /* The guest has marked a channel of the layer FAILED (bad input: a clean failure). */
+    bool (*failed)(void);
 };
 
 extern const struct layer layer_kmcl, layer_netvsc;
@@ -141,7 +145,10 @@ void layer_check_clean(const struct expect *e);
 
 /* The inbound ring (control page first) of the layer's primary channel while open, else NULL. */
 void *layer_in_ring(const struct layer *l, uint32_t *bytes);
-/* netvsc's receive buffer as the host mapped it (NULL: none yet). */
-void *layer_rx_buffer(uint32_t *bytes);
+/* netvsc's receive buffer as the host mapped it and its sub-allocations' size (NULL: none yet). */
+void *layer_rx_buffer(uint32_t *bytes, uint32_t *sub_size);
+/* The host's transfer-page ranges are its sub-allocations (true unless a test corrupts the rings the
+ * ranges travel in): every frame netvsc delivers then lies inside one sub-allocation. */
+extern bool layer_honest_ranges;
 
 #endif

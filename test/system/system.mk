@@ -16,3 +16,14 @@ $(BUILD)/test/test_hazards_tsan: test/system/test_hazards.c $(SYSTEM_LAYERS_DEPS
 
 # The ThreadSanitizer build runs the singles only (HAZARDS_PAIRS=1: the pairs too).
 unit: $(BUILD)/test/test_hazards_tsan
+
+#   $(BUILD)/test/test_shmem_flip[_tsan]  a thread flips bytes of the rings, the receive buffer and the SynIC slots
+$(BUILD)/test/test_shmem_flip: test/system/test_shmem_flip.c $(SYSTEM_LAYERS_DEPS) | deps
+	@mkdir -p $(@D)
+	$(CC) $(HOSTED_CFLAGS) $(HOST_CFLAGS) $< $(SYSTEM_LAYERS_SRCS) -o $@ -lcmocka
+
+$(BUILD)/test/test_shmem_flip_tsan: test/system/test_shmem_flip.c $(SYSTEM_LAYERS_DEPS) | deps
+	@mkdir -p $(@D)
+	$(CC) $(HOSTED_CFLAGS) $(HVSIM_TSAN_CFLAGS) $< $(SYSTEM_LAYERS_SRCS) -o $@ -lcmocka
+
+unit: $(BUILD)/test/test_shmem_flip_tsan
