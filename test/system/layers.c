@@ -77,6 +77,13 @@ static void default_hung(const char *step, unsigned limit_ms)
 }
 void (*layer_hung)(const char *step, unsigned limit_ms) = default_hung;
 
+/* A guest call's result is OK or a clear error: one of kernel/status.h's statuses. Test thread. */
+static void clear_status(const char *what, status_t s)
+{
+    if ((unsigned)s >= STATUS__COUNT)
+        layer_fail("%s returned %d: not a status", what, (int)s);
+}
+
 /* ---- guest jobs under a deadline ---- */
 
 /* Once the host has rescinded a channel, the guest's waits must end promptly: sends fail at once
@@ -336,6 +343,7 @@ struct kl_chan {
     struct kl_echo echo[KL_ECHOES];
     uint32_t sent, data_want;
     uint32_t taken_after_rescind, waited_after_rescind_ms; /* issue 13 item 5: sends fail at once */
+    status_t odd_status; /* a send's result that is no status (0: none) */
     bool tried_after_rescind; /* once is enough: later rounds leave the channel alone */
     /* from the callbacks (atomics) */
     uint32_t answers, done_ok, cancelled, other_status, bad, range, data, order, hello, unknown, next_seq;
@@ -475,6 +483,8 @@ static bool kl_up(const struct expect *e)
     kl[1].cpu = 3;
     guest_run("kmcl up", kl_up_job, NULL, 30000);
     for (uint32_t i = 0; i < KL_CHANNELS; i++)
+        clear_status("kmcl: enabling a channel", kl[i].up);
+    for (uint32_t i = 0; i < KL_CHANNELS; i++)
         if (kl[i].up != STATUS_OK) {
             if (e->strict && (i == 0 || !e->primary_only))
                 layer_fail("kmcl: channel %u not enabled: %s", i, status_name(kl[i].up));
@@ -533,6 +543,7 @@ static void kl_round_job(void *arg)
             if (s != STATUS_OK) {
                 ST(e->busy, 0);
                 kl_errors.errors++;
+                c->odd_status = (unsigned)s >= STATUS__COUNT ? s : c->odd_status;
             } else {
                 c->sent++;
                 c->taken_after_rescind += gone;
@@ -564,6 +575,8 @@ static void kl_round(uint32_t r, const struct expect *e)
     guest_run("kmcl round", kl_round_job, &x, 30000);
     for (uint32_t i = 0; i < KL_CHANNELS; i++) {
         struct kl_chan *c = &kl[i];
+        clear_status("kmcl: a synchronous request", c->sync);
+        clear_status("kmcl: a send", c->odd_status);
         if (c->taken_after_rescind || c->waited_after_rescind_ms) {
             layer_fail("kmcl: channel %u round %u: after the rescind reached the guest %u sends were taken and a "
                        "request waited %u ms (issue 13 item 5: they fail at once)", i, r, c->taken_after_rescind,
@@ -797,6 +810,7 @@ static bool nv_up(const struct expect *e)
     struct nv_up u = { STATUS_OK };
     guest_run("netvsc attach", nv_up_job, &u, 60000);
     nv.up = u.status;
+    clear_status("netvsc_attach", u.status);
     if (u.status != STATUS_OK) {
         if (e->strict)
             layer_fail("netvsc: attach: %s", status_name(u.status));
