@@ -105,6 +105,7 @@ struct expect {
     bool strict;       /* a benign host: every result exact */
     bool host_lies;    /* the host sends malformed input on purpose: the guest's refusal counters count */
     bool primary_only; /* sub-channels may go away: only the primary channel's results are exact */
+    bool late_answers; /* the host answers after the guest stopped waiting: it leaves more to the host */
 };
 
 struct layer {
@@ -136,9 +137,10 @@ uint32_t layer_primary_relid(const struct layer *l);
 uint32_t layer_sub_relid(const struct layer *l);
 
 /* After down: nothing of the layer is left (see above): no channel open, every relid released, no
- * GPADL live; a GPADL the guest left to the host (vmbus_stats.leaked_gpadls: its teardown got no
- * answer) is one the host really still has, and strict (an honest host) there is none and every
- * guest page is back. Waits up to 3 s for the last messages. */
+ * GPADL live but those the guest left to the host (vmbus_stats.leaked_gpadls: no answer in time),
+ * each of them one the host really still has (a late host may have dropped it since), and with
+ * none left every guest page is back; strict (an honest, timely host) none is left. Waits up to
+ * 3 s for the last messages. */
 void layer_check_clean(const struct expect *e);
 
 /* ---- for the flip test: the shared memory a layer uses ---- */

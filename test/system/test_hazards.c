@@ -43,7 +43,7 @@
 
 #include "drivers/netvsc/proto/rndis_msg.h"
 #include "hv/proto/hvdefs.h"
-#include "hv/vmbus/proto/vmbus_proto.h"
+#include "hv/vmbus/vmbus.h"
 #include "test/hosted/hosted.h"
 #include "test/lib/test_util.h"
 #include "test/system/layers.h"
@@ -69,6 +69,8 @@ struct hazard {
     enum hz_class cls;
     bool host_lies, primary_only;
     bool single_only;          /* slow (the guest's own timeouts): not paired */
+    const char *pairs_with;    /* slow: paired with this hazard only */
+    bool late_teardown;        /* every answer 300 ms late; the guest's teardown waits 100 ms for each */
     bool spare_teardown;       /* the agitator stops after the rounds (else: after the teardown) */
     const char *only_layer;    /* NULL: every layer */
     struct machine_config mc;  /* OR-ed / max-ed over a pair */
@@ -194,6 +196,7 @@ static const struct hazard hazards[] = {
     { .name = "rescind-sub-channel", .cls = DESTRUCTIVE, .primary_only = true, .tick = rescind_sub_tick,
       .tick_us = 200 },
     { .name = "stop-reading", .cls = DESTRUCTIVE, .single_only = true, .start = stop_reading_start },
+    { .name = "late-teardown", .late_teardown = true, .pairs_with = "rescind-in-use" },
 };
 #define HAZARDS (sizeof hazards / sizeof hazards[0])
 
@@ -227,6 +230,9 @@ static const struct known known[] = {
     { "kmcl/*rescind-sub-channel*", 3, "kmcl up (after the host's rescind" },
     { "kmcl/*rescind-at-open*", 3, "kmcl up (after the host's rescind" },
     { "netvsc/*rescind-sub-channel*", 3, "netvsc attach (after the host's rescind" },
+    /* A rescinded open channel whose GPADL teardown is answered late is freed inside
+     * vmbus_channel_close; kmcl_channel_disable then logs its relid. */
+    { "kmcl/*late-teardown*", 4, "heap-use-after-free in vmbus_channel_relid " },
     /* Sends after a rescind are taken into the dead ring and wait for their timeouts (kmcl's
      * requests, netvsc's NVSP/RNDIS requests during attach and its HALT at detach: 5 s each). */
     { "*rescind-at-open*", 5, "issue 13 item 5" },
@@ -254,7 +260,7 @@ static unsigned known_hits[KNOWN + 1];
 
 /* Whether every failure line of cell (why: joined by " | ") is explained by a known entry; counts
  * the entries' hits. */
-static bool explained(const char *cell, const char *why, unsigned *item)
+static bool explained(const char *cell, const char *why, uint32_t *items)
 {
     char lines[REPORT_MAX];
     snprintf(lines, sizeof lines, "%s", why);
@@ -268,7 +274,7 @@ static bool explained(const char *cell, const char *why, unsigned *item)
             if (fnmatch(known[k].cells, cell, 0) == 0 && strstr(line, known[k].seen)) {
                 found = true;
                 hit[k] = 1;
-                *item = known[k].item;
+                *items |= 1u << known[k].item;
             }
         all &= found || strncmp(line, "exit status ", 12) == 0; /* the lines after it say why */
     }
@@ -310,6 +316,14 @@ static void *agitator(void *arg)
     return NULL;
 }
 
+/* The answers still come, after the guest stopped waiting for them (vmbus's wait is set on VP 0,
+ * where every later wait runs). */
+static void short_waits_job(void *arg)
+{
+    (void)arg;
+    vmbus_set_timeout_ms(100);
+}
+
 #define EACH_HAZARD(c, h) for (const struct hazard *const *h = (c)->h; h < (c)->h + 2 && *h; h++)
 
 static void run_cell(const struct cell *c, uint64_t seed)
@@ -328,6 +342,11 @@ static void run_cell(const struct cell *c, uint64_t seed)
             mc.response_delay_us = (*h)->mc.response_delay_us;
         if ((*h)->mc.queue_depth)
             mc.queue_depth = (*h)->mc.queue_depth;
+        if ((*h)->late_teardown) {
+            mc.vmbus_hazards |= HVSIM_VMBUS_DELAY_RESPONSES;
+            mc.response_delay_us = 300000;
+            e.late_answers = true;
+        }
         if ((*h)->rescind_at_open) {
             mc.rescind_device = c->layer->device;
             mc.rescind_after_ms = 1;
@@ -365,6 +384,7 @@ static void run_cell(const struct cell *c, uint64_t seed)
     }
     if (up)
         c->layer->check(&e);
+    EACH_HAZARD(c, h) if ((*h)->late_teardown) guest_run("short waits", short_waits_job, NULL, 1000);
     c->layer->down();
     __atomic_store_n(&phase, 2, __ATOMIC_RELEASE);
     if (agitating)
@@ -509,15 +529,20 @@ static void finish(struct slot *s, int status)
         if (n >= 3 && strcmp(why + n - 3, " | ") == 0)
             why[n - 3] = '\0';
     }
-    unsigned item = 0;
-    bool is_known = !ok && explained(s->c->name, why, &item);
+    uint32_t items = 0;
+    bool is_known = !ok && explained(s->c->name, why, &items);
     if (ok) {
         passed++;
         printf("PASS   %-7s %-48s %5.1f s\n[       OK ] %s\n", s->c->layer->name, s->c->name, secs, s->c->name);
     } else if (is_known) {
         known_failed++;
-        char tag[32];
-        snprintf(tag, sizeof tag, item ? "issue 13 item %u" : "new, reported", item);
+        char tag[96];
+        int w = 0;
+        for (unsigned i = 1; i < 32; i++)
+            if (items & (1u << i))
+                w += snprintf(tag + w, sizeof tag - (size_t)w, "%s%u", w ? ", " : "issue 13 item ", i);
+        if (items & 1u)
+            snprintf(tag + w, sizeof tag - (size_t)w, "%snew, reported", w ? "; " : "");
         printf("KNOWN  %-7s %-48s %5.1f s  %s: %s\n[  SKIPPED ] %s\n", s->c->layer->name, s->c->name, secs, tag, why,
                s->c->name);
     } else {
@@ -548,6 +573,9 @@ static uint32_t build_cells(struct cell *cells, uint32_t max, const char *filter
                     continue;
                 if (b && (!pairs || a->single_only || b->single_only || (a->cls == DESTRUCTIVE && b->cls == DESTRUCTIVE)))
                     continue; /* one way to lose the device per cell */
+                if (b && ((a->pairs_with && strcmp(a->pairs_with, b->name)) ||
+                          (b->pairs_with && strcmp(b->pairs_with, a->name))))
+                    continue;
                 struct cell c = { .layer = l, .h = { a, b } };
                 snprintf(c.name, sizeof c.name, "%s/%s%s%s", l->name, a ? a->name : "none", b ? "+" : "",
                          b ? b->name : "");
@@ -628,11 +656,17 @@ int main(void)
                 kill(slots[i].pid, SIGKILL);
         sleep_us(2000);
     }
-    if (!filter && pairs)
-        for (size_t k = 0; k < KNOWN; k++)
-            if (!known_hits[k])
-                printf("note: known entry %s (issue 13 item %u, \"%s\") explained no failure: if its fix has landed, "
-                       "delete it\n", known[k].cells, known[k].item, known[k].seen);
+    unsigned idle = 0;
+    for (size_t k = 0; k < KNOWN; k++)
+        if (!known_hits[k]) {
+            idle++;
+            if (getenv("HAZARDS_NOTES"))
+                printf("note: known entry %s (issue 13 item %u, \"%s\") explained no failure\n", known[k].cells,
+                       known[k].item, known[k].seen);
+        }
+    if (idle && !filter)
+        printf("note: %u of %zu known entries explained no failure in this run (races vary from run to run; "
+               "HAZARDS_NOTES=1 lists them): an entry that never does any more has had its fix land\n", idle, KNOWN);
     printf("hazard matrix: %u cells in %.0f s: %u passed, %u known failures (issue 13), %u failed\n", n,
            (double)(now_ns() - t0) / 1e9, passed, known_failed, failed);
     return failed ? 1 : 0;
