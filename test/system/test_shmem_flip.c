@@ -2,8 +2,8 @@
  * Single fetch of host-shared memory, checked by a host that changes the bytes while the guest
  * parses them (issue 13, "Machines that find the next one"). A thread flips random bits - seeded:
  * FLIP_SEED=n replays the choices (the interleaving is the scheduler's), the seed is printed - in
- *  - the inbound ring of kmcl's test-device channel (the data area and the host-owned write index),
- *    while echoes and SEND_N batches stream through it;
+ *  - the inbound ring of kmcl's test-device channel (the data area and, but under TSan, the
+ *    host-owned write index), while echoes and SEND_N batches stream through it;
  *  - netvsc's receive buffer (the RNDIS headers of the sub-allocations above all), while frames are
  *    echoed; then netvsc's inbound ring (the transfer-page packets and their ranges);
  *  - the message slot of the VMBus SINT in every VP's SynIC message page, while channels are opened
@@ -234,7 +234,12 @@ static void ring_regions(const struct layer *l)
     uint8_t *ring = layer_in_ring(l, &bytes);
     assert_non_null(ring);
     add_region(ring + PAGE, bytes - PAGE, 99, 0, 0); /* descriptors, payloads, trailers */
-    add_region(ring, 4, 1, 0, 0);                     /* the write index (the host's) */
+#ifndef __SANITIZE_THREAD__
+    /* The write index (the host's). Not under ThreadSanitizer: a write index moved ahead makes the
+     * guest read bytes hvsim is writing at that moment, a race the corruption itself causes (of
+     * the flipper's kind, but between hvsim's and the guest's instrumented code): ASan covers it. */
+    add_region(ring, 4, 1, 0, 0);
+#endif
 }
 
 static void test_kmcl_ring(void **state)
