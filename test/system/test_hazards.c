@@ -110,19 +110,20 @@ static void bad_msg_tick(struct cell_ctx *c)
     memset(m, 0, sizeof m);
     uint32_t type, size = 16, relid = 2000, handle = 0x7e57;
     bool raw = false;
-    switch (c->bad_msg++ % 7) {
+    switch (c->bad_msg++ % 8) {
     case 0: type = VMBUS_MSG_OFFERCHANNEL; size = 20; break;          /* too short */
     case 1: type = 77; break;                                          /* unknown */
     case 2: type = VMBUS_MSG_OPENCHANNEL; size = 148; break;           /* guest to host */
     case 3: type = VMBUS_MSG_RESCIND_CHANNELOFFER; size = 12; break;   /* a relid never offered */
     case 4: type = VMBUS_MSG_GPADL_TORNDOWN; size = 12; break;         /* a GPADL never torn down */
     case 5: type = VMBUS_MSG_OPENCHANNEL_RESULT; size = 20; break;     /* an open nobody asked for */
-    default: type = VMBUS_MSG_VERSION_RESPONSE; size = 250; raw = true; break; /* payload_size > 240 */
+    case 6: type = VMBUS_MSG_VERSION_RESPONSE; size = 250; raw = true; break; /* payload_size > 240 */
+    default: type = 0; break; /* a SynIC message type the guest does not know */
     }
     memcpy(m, &type, 4);
     memcpy(m + 8, type == VMBUS_MSG_GPADL_TORNDOWN ? &handle : &relid, 4);
-    (void)hvsim_post(hosted_sim(), (uint32_t)rng_below(&c->rng, LAYERS_VPS), VMBUS_MESSAGE_SINT, HV_MESSAGE_VMBUS,
-                     m, size, raw);
+    (void)hvsim_post(hosted_sim(), (uint32_t)rng_below(&c->rng, LAYERS_VPS), VMBUS_MESSAGE_SINT,
+                     type ? HV_MESSAGE_VMBUS : 0x7e57u, m, size, raw);
 }
 
 static void link_tick(struct cell_ctx *c)
@@ -167,6 +168,18 @@ static void rescind_in_use_round(struct cell_ctx *c, uint32_t r)
         layer_fail("the host could not rescind relid %u", relid);
 }
 
+static void tsc_unsettled(struct cell_ctx *c)
+{
+    (void)c;
+    hvsim_set_tsc_unsettled(hosted_sim(), true);
+}
+
+static void tsc_settled(struct cell_ctx *c)
+{
+    (void)c;
+    hvsim_set_tsc_unsettled(hosted_sim(), false);
+}
+
 static void stop_reading_start(struct cell_ctx *c)
 {
     (void)c;
@@ -187,6 +200,7 @@ static const struct hazard hazards[] = {
     { .name = "stray-events", .tick = stray_tick, .tick_us = 200 },
     { .name = "bad-messages", .tick = bad_msg_tick, .tick_us = 1000 },
     { .name = "host-stalls", .faults = { .stall_every = 8, .stall_ms = 20 } },
+    { .name = "tsc-unsettled", .start = tsc_unsettled, .stop = tsc_settled },
     { .name = "hostile-frames", .host_lies = true, .only_layer = "netvsc", .tick = lie_tick, .tick_us = 3000 },
     { .name = "link-flap", .cls = LOSSY, .only_layer = "netvsc", .spare_teardown = true, .tick = link_tick,
       .tick_us = 15000, .stop = link_stop },
