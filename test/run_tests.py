@@ -187,6 +187,19 @@ def run_sim(build, res, seeds):
             "" if p.returncode == 0 else p.stdout[-4000:])
 
 
+def fuzz_report(out):
+    """Executions, coverage (libFuzzer's cov: edges, ft: features) and the rate of one libFuzzer run,
+    from its status lines and -print_final_stats=1 (None where the output lacks them)."""
+    execs = re.search(r"stat::number_of_executed_units:\s*(\d+)", out)
+    status = re.findall(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+)", out, re.M)
+    last = status[-1] if status else None
+    return {
+        "execs": int(execs.group(1)) if execs else (int(last[0]) if last else None),
+        "cov": int(last[1]) if last else None,
+        "ft": int(last[2]) if last else None,
+    }
+
+
 def run_fuzz(build, res, seconds):
     for exe in sorted(glob.glob(os.path.join(build, "fuzz", "fuzz_*"))):
         name = os.path.basename(exe)[len("fuzz_"):]
@@ -198,10 +211,12 @@ def run_fuzz(build, res, seconds):
             t0 = time.monotonic()
             p = subprocess.run([exe, f"-max_total_time={seconds}", "-print_final_stats=1", corpus],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            execs = re.search(r"stat::number_of_executed_units:\s*(\d+)", p.stdout)
+            r = fuzz_report(p.stdout)
             detail = p.stdout[-3000:] if p.returncode else ""
+            show = lambda v: "?" if v is None else str(v)
             res.add(p.returncode == 0,
-                    f"fuzz {name}: {execs.group(1) if execs else '?'} inputs in {time.monotonic() - t0:.0f} s", detail)
+                    f"fuzz {name}: {show(r['execs'])} executions, cov {show(r['cov'])}, ft {show(r['ft'])} "
+                    f"in {time.monotonic() - t0:.0f} s", detail)
 
 
 def run_boot(build, res, only=None):

@@ -1704,6 +1704,22 @@ void hvsim_netvsp_set_backend(struct hvsim_netvsp *nv, hvsim_netvsp_tx_fn fn, vo
 
 #define LOAD(field) out->field = __atomic_load_n(&nv->st.field, __ATOMIC_RELAXED)
 
+bool hvsim_netvsp_rx_buffer(struct hvsim_netvsp *nv, void **base, uint32_t *bytes, uint32_t *sub_size)
+{
+    pthread_mutex_lock(&nv->lock);
+    const struct rbuf *rb = nv->s.rbuf;
+    bool ok = rb && rb->npages;
+    for (uint32_t i = 1; ok && i < rb->npages; i++)
+        ok = rb->pages[i] == rb->pages[0] + (size_t)i * PAGE;
+    if (ok) {
+        *base = rb->pages[0];
+        *bytes = rb->npages * PAGE;
+        *sub_size = rb->sub_size;
+    }
+    pthread_mutex_unlock(&nv->lock);
+    return ok;
+}
+
 void hvsim_netvsp_get_stats(struct hvsim_netvsp *nv, struct hvsim_netvsp_stats *out)
 {
     memset(out, 0, sizeof *out);

@@ -156,6 +156,13 @@ struct hvsim_netvsp_raw {
 };
 bool hvsim_netvsp_deliver_raw(struct hvsim_netvsp *nv, const void *bytes, uint32_t len,
                               const struct hvsim_netvsp_raw *how);
+/* For tests that check where the guest's frames come from or corrupt the buffer on purpose: the
+ * host address of the receive buffer's first page, its size and the size of its sub-allocations
+ * (each received frame's RNDIS message is written into one, from its start), when the guest has
+ * handed one over and its pages are one contiguous run of host memory (as guest RAM is in the
+ * hosted tests). false: no receive buffer, or a scattered one. The memory is guest RAM (valid while
+ * that lives). Any thread. */
+bool hvsim_netvsp_rx_buffer(struct hvsim_netvsp *nv, void **base, uint32_t *bytes, uint32_t *sub_size);
 /* Plugs or unplugs the cable: INDICATE_STATUS to an initialized guest. Any thread. */
 void hvsim_netvsp_set_link(struct hvsim_netvsp *nv, bool up);
 bool hvsim_netvsp_link_up(struct hvsim_netvsp *nv);
