@@ -8,6 +8,9 @@
 #   $(BUILD)/bench/bench_net      instructions per echoed UDP datagram (-O2, callgrind)
 #   make bench-net                builds and runs the benchmark (also part of `make bench`)
 NET_SRCS := lib/net/net.c lib/net/arp.c lib/net/dhcp.c lib/net/csum.c lib/net/util.c
+# The stack on a network device (kernel/netdev.h), for guest images and the hosted system tests:
+# not portable (kernel threads, spinlocks, the clock), so not in the stack's own tests.
+NET_ATTACH_SRCS := lib/net/net_attach.c
 NET_HDRS := lib/net/net.h lib/net/net_wire.h lib/net/net_priv.h kernel/status.h kernel/string.h kernel/fmt.h
 NET_HOST_SRCS := $(NET_SRCS) kernel/fmt.c kernel/status.c
 NET_TEST_DEPS := test/unit/test_net.c $(NET_HOST_SRCS) $(NET_HDRS) test/lib/test_util.h
