@@ -4,9 +4,14 @@
 #                                     hvsim's netvsp in-process (test/system/test_netvsc.c)
 #   make bench-netsys                 the same, -O2 without sanitizers: echoes per second, then the
 #                                     guest's instructions per echo under callgrind
-TEST_NETVSC_SRCS = $(sort $(TEST_KMCL_SRCS) drivers/netvsc/netvsc.c $(NETVSC_PROTO_SRCS) $(NET_SRCS))
+# The device contract and registry (kernel/netdev.c, kernel/devreg.c), lib/net's binding to it
+# (lib/net/net_attach.c) and kernel/cmdline.c (netvsc and net_attach read the command line).
+NETDEV_SRCS := kernel/devreg.c kernel/netdev.c kernel/cmdline.c
+TEST_NETVSC_SRCS = $(sort $(TEST_KMCL_SRCS) drivers/netvsc/netvsc.c $(NETVSC_PROTO_SRCS) $(NET_SRCS) $(NET_ATTACH_SRCS) \
+	$(NETDEV_SRCS))
 TEST_NETVSC_DEPS = test/system/test_netvsc.c $(TEST_NETVSC_SRCS) $(HOSTED_HDRS) $(NET_HDRS) $(NETVSC_PROTO_HDRS) \
-	drivers/netvsc/netvsc.h test/lib/test_util.h
+	drivers/netvsc/netvsc.h lib/net/net_attach.h kernel/netdev.h kernel/devreg.h test/lib/test_util.h \
+	$(wildcard apps/udp-echo/*.c apps/netup/*.c)
 
 $(BUILD)/test/test_netvsc: $(TEST_NETVSC_DEPS) | deps
 	@mkdir -p $(@D)
