@@ -144,6 +144,9 @@ static void flush_dpcs(void)
     while (event_wait(&f->done, FLUSH_LOG_NS) == STATUS_TIMEOUT)
         pr_warn("netdev: close waits for the DPCs of %u CPU%s", __atomic_load_n(&f->left, __ATOMIC_ACQUIRE),
                 f->left == 1 ? "" : "s");
+    /* The last DPC may still be inside event_set on its CPU (it wakes us before it lets go of the
+     * event's lock): taking that lock once, here, means it has let go, and f can be freed. */
+    event_reset(&f->done);
     kfree(f);
 }
 
