@@ -1,2 +1,2 @@
-# udp-echo links the NIC driver and the IPv4 stack (and what they need: kmcl, VMBus).
-APP_MODULES := drivers/netvsc lib/net
+# udp-echo links the NIC driver and the IPv4 stack on a network device (and what they need: kmcl, VMBus).
+APP_MODULES := drivers/netvsc lib/netattach

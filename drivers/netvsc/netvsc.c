@@ -8,6 +8,10 @@
  * the request goes out GPA-direct from ctrl_page, the NVSP completion is waited for as a
  * synchronous request, and the RNDIS answer, which comes like received data, is copied by the DPC
  * into ctrl_resp and signalled with ctrl_done.
+ *
+ * Binding: bind_lock (DISPATCH) guards the channel -> NIC mapping (the primary channel's driver
+ * context) and each NIC's registered/gone/removing/releasing flags, so the bus's rescind callback
+ * (DISPATCH) meets probe, remove and the netdev's release (PASSIVE) in one order.
  */
 #include "drivers/netvsc/netvsc.h"
 
@@ -17,11 +21,14 @@
 #include "arch-x86_64/spinlock.h"
 #include "arch-x86_64/tsc.h"
 #include "kernel/log.h"
+#include "kernel/app.h"
 #include "kernel/mm.h"
 #include "kernel/percpu.h"
+#include "kernel/power.h"
 #include "kernel/string.h"
 #include "kernel/sync.h"
 #include "kmcl/channel.h"
+#include "drivers/netvsc/proto/nvsp_proto.h"
 
 #define DEFAULT_RECV_BYTES (4u << 20)
 #define DEFAULT_SEND_BYTES (1u << 20)
@@ -65,8 +72,17 @@ struct netvsc_queue {
 };
 
 struct netvsc {
+    struct netdev dev;             /* what the NIC is to its users (kernel/netdev.h) */
     struct netvsc_config cfg;
-    struct netvsc_ops ops;
+    bool gone;                     /* atomic: rescinded or being removed: every transmit fails at once */
+    /* The transmit path's limits, 0 once gone (atomics): the checks it makes anyway (the frame's
+     * length) also refuse every transmit of a NIC that went, at no cost to the others. */
+    uint32_t tx_max;               /* mtu + 14: the longest frame */
+    uint32_t tx_fit;               /* section_size - RNDIS_HDR: the longest frame in a section */
+    bool rescinded;                /* atomic: the host withdrew it: requests fail at once too */
+    bool registered, removing, releasing; /* under bind_lock */
+    struct list link;              /* in `bound` while registered (under bind_lock) */
+    bool quiesced;                 /* channels closed (quiesce ran) */
     uint32_t nvsp_version, ndis_version, msg_size;
     uint8_t mac[6];
     uint32_t mtu;
@@ -102,7 +118,22 @@ struct netvsc {
     struct netvsc_stats st;
 };
 
+static spinlock_t bind_lock = SPINLOCK_INIT;
+static struct list bound = LIST_INIT(bound); /* the registered NICs, for the power-off hook */
+static bool hook_registered;
+
 static inline void bump(uint64_t *c, uint64_t n) { __atomic_fetch_add(c, n, __ATOMIC_RELAXED); }
+static inline bool is_gone(const struct netvsc *nv) { return __atomic_load_n(&nv->gone, __ATOMIC_RELAXED); }
+static inline uint32_t tx_limit(const uint32_t *l) { return __atomic_load_n(l, __ATOMIC_RELAXED); }
+
+/* Every transmit fails from now on (DISPATCH or PASSIVE). */
+static void mark_gone(struct netvsc *nv)
+{
+    __atomic_store_n(&nv->gone, true, __ATOMIC_RELAXED);
+    __atomic_store_n(&nv->tx_max, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&nv->tx_fit, 0, __ATOMIC_RELAXED);
+}
+static inline bool is_rescinded(const struct netvsc *nv) { return __atomic_load_n(&nv->rescinded, __ATOMIC_ACQUIRE); }
 
 /* One line per second at most for what the host gets wrong on the data path. */
 #define rate_limited(nv, ...)                                                                                   \
@@ -160,8 +191,7 @@ static void take_indication(struct netvsc *nv, const struct rndis_msg *m)
         return;
     bump(&nv->st.link_changes, 1);
     pr_info("netvsc: link %s", up ? "up" : "down");
-    if (nv->ops.link)
-        nv->ops.link(nv->ops.ctx, up);
+    netdev_set_link(&nv->dev, up);
 }
 
 /* One RNDIS message from a receive-buffer range. */
@@ -179,9 +209,7 @@ static void take_rndis(struct netvsc_queue *q, const struct rndis_msg *m)
         bump(&nv->st.rx_frames, 1);
         bump(&nv->st.rx_bytes, len);
         bump(&q->rx_frames, 1);
-        if (nv->ops.receive)
-            nv->ops.receive(nv->ops.ctx, q->index, m->u.packet.data, len);
-        else
+        if (!netdev_rx(&nv->dev, q->index, m->u.packet.data, len))
             bump(&nv->st.rx_no_handler, 1);
         return;
     }
@@ -295,8 +323,7 @@ static void on_batch_done(struct kmcl_channel *ch, uint32_t n)
 {
     (void)n;
     struct netvsc_queue *q = *(struct netvsc_queue **)kmcl_channel_get_pointer_to_client_context(ch);
-    if (q->nv->ops.receive_done)
-        q->nv->ops.receive_done(q->nv->ops.ctx, q->index);
+    netdev_rx_done(&q->nv->dev, q->index);
 }
 
 /* ---- transmit ---- */
@@ -344,14 +371,16 @@ static void big_done(struct kmcl_packet *pkt, status_t status, const void *buf, 
     __atomic_store_n(&b->busy, 0, __ATOMIC_RELEASE);
 }
 
-void *netvsc_tx_begin(struct netvsc *nv, uint32_t queue, uint32_t len)
+static void *tx_begin(void *drv, uint32_t queue, uint32_t len)
 {
+    struct netvsc *nv = drv;
     struct netvsc_queue *q = &nv->q[queue % nv->queues];
-    if (len > nv->mtu + ETH_HEADER) {
-        bump(&nv->st.tx_too_big, 1);
+    if (__builtin_expect(len > tx_limit(&nv->tx_max), 0)) {
+        /* gone: nothing reaches the host any more; fail at once */
+        bump(is_gone(nv) ? &nv->st.tx_gone : &nv->st.tx_too_big, 1);
         return NULL;
     }
-    if (len > nv->section_size - RNDIS_HDR) {
+    if (len > tx_limit(&nv->tx_fit)) {
         for (uint32_t i = 0; __atomic_load_n(&q->big_pages, __ATOMIC_ACQUIRE) && i < BIG_SLOTS; i++)
             if (!__atomic_exchange_n(&q->big[i].busy, 1, __ATOMIC_ACQ_REL))
                 return q->big[i].buf + RNDIS_HDR;
@@ -375,6 +404,11 @@ void *netvsc_tx_begin(struct netvsc *nv, uint32_t queue, uint32_t len)
 /* A frame in a bounce: GPA direct, one range over the RNDIS header and the frame. */
 static status_t tx_end_big(struct netvsc *nv, struct netvsc_queue *q, struct big_slot *b, uint32_t len)
 {
+    if (is_gone(nv)) {
+        bump(&nv->st.tx_gone, 1);
+        __atomic_store_n(&b->busy, 0, __ATOMIC_RELEASE);
+        return STATUS_CANCELLED;
+    }
     uint32_t h = rndis_build_packet(b->buf, RNDIS_HDR, NULL, 0, len);
     uint8_t msg[NVSP_GUEST_MSG_SIZE];
     uint32_t n = nvsp_build_rndis_pkt(msg, sizeof msg, nv->msg_size, NVSP_CHANNEL_TYPE_DATA, NVSP_NO_SECTION, 0);
@@ -397,8 +431,9 @@ static status_t tx_end_big(struct netvsc *nv, struct netvsc_queue *q, struct big
     return STATUS_OK;
 }
 
-status_t netvsc_tx_end(struct netvsc *nv, uint32_t queue, void *frame, uint32_t len)
+static status_t tx_end(void *drv, uint32_t queue, void *frame, uint32_t len)
 {
+    struct netvsc *nv = drv;
     struct netvsc_queue *q = &nv->q[queue % nv->queues];
     for (uint32_t i = 0; q->big_pages && i < BIG_SLOTS; i++)
         if (frame == q->big[i].buf + RNDIS_HDR)
@@ -406,8 +441,14 @@ status_t netvsc_tx_end(struct netvsc *nv, uint32_t queue, void *frame, uint32_t 
     uintptr_t at = (uintptr_t)frame - (uintptr_t)nv->send_buf;
     uint32_t sec = (uint32_t)(at / nv->section_size);
     if ((uint8_t *)frame < nv->send_buf || sec >= nv->section_count || at % nv->section_size != RNDIS_HDR ||
-        !nv->section_slot[sec] || len > nv->section_size - RNDIS_HDR)
-        return STATUS_INVALID_PARAMETER;
+        !nv->section_slot[sec] || len > tx_limit(&nv->tx_fit)) {
+        if (!is_gone(nv) || (uint8_t *)frame < nv->send_buf || sec >= nv->section_count ||
+            at % nv->section_size != RNDIS_HDR || !nv->section_slot[sec])
+            return STATUS_INVALID_PARAMETER;
+        bump(&nv->st.tx_gone, 1); /* gone since tx_begin: the section goes back, nothing is sent */
+        tx_release(nv->section_slot[sec]);
+        return STATUS_CANCELLED;
+    }
     struct tx_slot *t = nv->section_slot[sec];
     uint8_t *hdr = nv->send_buf + (size_t)sec * nv->section_size;
     uint32_t h = rndis_build_packet(hdr, RNDIS_HDR, NULL, 0, len);
@@ -425,15 +466,6 @@ status_t netvsc_tx_end(struct netvsc *nv, uint32_t queue, void *frame, uint32_t 
     return STATUS_OK;
 }
 
-status_t netvsc_send(struct netvsc *nv, uint32_t queue, const void *frame, uint32_t len)
-{
-    void *p = netvsc_tx_begin(nv, queue, len);
-    if (!p)
-        return len > nv->mtu + ETH_HEADER ? STATUS_INVALID_PARAMETER : STATUS_NO_SPACE;
-    memcpy(p, frame, len);
-    return netvsc_tx_end(nv, queue, p, len);
-}
-
 /* ---- NVSP requests (PASSIVE) ---- */
 
 /* Sends an NVSP message and waits for the host's completion, checked; *m gets it. */
@@ -442,9 +474,12 @@ static status_t nvsp_request(struct netvsc *nv, const void *msg, uint32_t len, u
 {
     uint8_t resp[64];
     uint32_t resp_len = sizeof resp;
-    status_t s = kmcl_channel_send_synchronous_request(nv->q[0].ch, msg, len, NULL, 0, resp, &resp_len, TIMEOUT_NS);
+    status_t s = is_rescinded(nv) ? STATUS_CANCELLED
+                                  : kmcl_channel_send_synchronous_request(nv->q[0].ch, msg, len, NULL, 0, resp,
+                                                                          &resp_len, TIMEOUT_NS);
     if (s != STATUS_OK) {
-        pr_err("netvsc: %s: no answer from the host (%s)", what, status_name(s));
+        pr_err("netvsc: %s: no answer from the host (%s)", what,
+               is_rescinded(nv) ? "the NIC was rescinded" : status_name(s));
         return s;
     }
     const char *why = NULL;
@@ -558,6 +593,8 @@ static status_t send_buffers(struct netvsc *nv)
  * of type want; the answer's status and info are in ctrl_status / ctrl_resp. */
 static status_t rndis_request(struct netvsc *nv, uint32_t len, uint32_t id, uint32_t want, const char *what)
 {
+    if (is_rescinded(nv))
+        return STATUS_CANCELLED;
     event_reset(&nv->ctrl_done);
     __atomic_store_n(&nv->ctrl_request_id, id, __ATOMIC_RELEASE);
     uint8_t msg[NVSP_GUEST_MSG_SIZE];
@@ -576,12 +613,17 @@ static status_t rndis_request(struct netvsc *nv, uint32_t len, uint32_t id, uint
         s = STATUS_DEVICE_ERROR;
     if (s == STATUS_OK)
         s = event_wait(&nv->ctrl_done, TIMEOUT_NS);
+    if (s == STATUS_OK && is_rescinded(nv))
+        s = STATUS_CANCELLED; /* woken by the rescind, or the answer is moot */
     uint32_t armed = id;
     if (!__atomic_compare_exchange_n(&nv->ctrl_request_id, &armed, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) &&
         s != STATUS_OK) /* a DPC claimed the answer just now: it is being written; take it */
         s = event_wait(&nv->ctrl_done, TIMEOUT_NS);
     if (s != STATUS_OK) {
-        pr_err("netvsc: RNDIS %s: %s", what, s == STATUS_TIMEOUT ? "no answer from the host in 5 s" : status_name(s));
+        pr_err("netvsc: RNDIS %s: %s", what,
+               is_rescinded(nv)       ? "the NIC was rescinded"
+               : s == STATUS_TIMEOUT ? "no answer from the host in 5 s"
+                                     : status_name(s));
         return s;
     }
     if (nv->ctrl_type != want || nv->ctrl_status != RNDIS_STATUS_SUCCESS) {
@@ -714,7 +756,7 @@ static status_t open_queue(struct netvsc *nv, uint32_t i, struct vmbus_channel *
         }
     }
     /* Jumbo frames that do not fit a section (known once the send buffer is in: queues opened
-     * later; the primary gets its bounce in netvsc_attach). */
+     * later; the primary gets its bounce in attach). */
     if (s == STATUS_OK && nv->section_size)
         s = open_big(nv, q);
     if (s != STATUS_OK)
@@ -820,18 +862,25 @@ static void open_sub_channels(struct netvsc *nv, struct vmbus_channel *primary)
     }
 }
 
-status_t netvsc_attach(struct vmbus_channel *primary, const struct netvsc_config *cfg, const struct netvsc_ops *ops,
-                       struct netvsc **out)
+static void detach(struct netvsc *nv);
+
+/* The channel's NIC (bind_lock held), or NULL. */
+static void bind_channel(struct vmbus_channel *ch, struct netvsc *nv)
 {
-    if (!primary || !out)
-        return STATUS_INVALID_PARAMETER;
+    irql_t old = spin_lock(&bind_lock);
+    vmbus_channel_set_driver_context(ch, nv);
+    spin_unlock(&bind_lock, old);
+}
+
+/* The whole handshake (PASSIVE); on failure nothing of it stays. */
+static status_t attach(struct vmbus_channel *primary, const struct netvsc_config *cfg, struct netvsc **out)
+{
     struct netvsc *nv = kzalloc(sizeof *nv);
     if (!nv)
         return STATUS_NO_MEMORY;
-    if (cfg)
-        nv->cfg = *cfg;
-    if (ops)
-        nv->ops = *ops;
+    nv->cfg = *cfg;
+    nv->q[0].vch = primary;
+    bind_channel(primary, nv); /* a rescind from now on marks it gone: the next step fails at once */
     if (!nv->cfg.max_nvsp_version)
         nv->cfg.max_nvsp_version = NVSP_VERSION_61;
     if (!nv->cfg.recv_buf_bytes)
@@ -872,8 +921,15 @@ status_t netvsc_attach(struct vmbus_channel *primary, const struct netvsc_config
     }
     if (s == STATUS_OK) /* the MTU is final now: the primary's jumbo bounces (sub-channels get theirs at open) */
         s = open_big(nv, &nv->q[0]);
+    irql_t old = spin_lock(&bind_lock); /* against a rescind marking it gone meanwhile */
+    if (s == STATUS_OK && !is_gone(nv)) { /* transmits work from here on */
+        __atomic_store_n(&nv->tx_fit, nv->section_size - RNDIS_HDR, __ATOMIC_RELAXED);
+        __atomic_store_n(&nv->tx_max, nv->mtu + ETH_HEADER, __ATOMIC_RELAXED);
+    }
+    spin_unlock(&bind_lock, old);
     if (s != STATUS_OK) {
-        netvsc_detach(nv);
+        bind_channel(primary, NULL);
+        detach(nv);
         return s;
     }
     open_sub_channels(nv, primary);
@@ -887,11 +943,14 @@ status_t netvsc_attach(struct vmbus_channel *primary, const struct netvsc_config
     return STATUS_OK;
 }
 
-void netvsc_detach(struct netvsc *nv)
+/* RNDIS HALT, buffers revoked (unless the NIC was rescinded: nobody would answer), channels
+ * closed. PASSIVE, once; the memory stays (see detach). */
+static void quiesce(struct netvsc *nv)
 {
-    if (!nv)
+    if (nv->quiesced)
         return;
-    if (nv->q[0].ch && !kmcl_channel_failed(nv->q[0].ch)) {
+    nv->quiesced = true;
+    if (nv->q[0].ch && !kmcl_channel_failed(nv->q[0].ch) && !is_rescinded(nv)) {
         uint8_t msg[NVSP_GUEST_MSG_SIZE];
         if (nv->recv_sent && nv->ctrl_page) { /* HALT: no RNDIS answer ("rely on the NVS completion") */
             uint32_t n = rndis_build_halt(nv->ctrl_page, 4096, ++nv->next_request_id);
@@ -925,6 +984,12 @@ void netvsc_detach(struct netvsc *nv)
             nv->leak_recv = true;
     }
     close_queue(&nv->q[0]);
+}
+
+/* quiesce, then everything freed. PASSIVE. */
+static void detach(struct netvsc *nv)
+{
+    quiesce(nv);
     if (nv->recv_buf && !nv->leak_recv)
         page_free(nv->recv_buf, nv->recv_bytes / 4096);
     if (nv->send_buf && !nv->leak_send)
@@ -941,6 +1006,7 @@ void netvsc_detach(struct netvsc *nv)
 void netvsc_get_mac(const struct netvsc *nv, uint8_t mac[6]) { memcpy(mac, nv->mac, 6); }
 uint32_t netvsc_mtu(const struct netvsc *nv) { return nv->mtu; }
 bool netvsc_link_up(const struct netvsc *nv) { return __atomic_load_n(&nv->link_up, __ATOMIC_ACQUIRE); }
+bool netvsc_gone(const struct netvsc *nv) { return __atomic_load_n(&nv->rescinded, __ATOMIC_ACQUIRE); }
 uint64_t netvsc_link_speed_bps(const struct netvsc *nv) { return nv->link_speed_bps; }
 uint32_t netvsc_queue_count(const struct netvsc *nv) { return nv->queues; }
 uint32_t netvsc_queue_cpu(const struct netvsc *nv, uint32_t queue) { return nv->q[queue % nv->queues].cpu; }
@@ -960,3 +1026,209 @@ void netvsc_get_stats(const struct netvsc *nv, struct netvsc_stats *out)
     for (size_t i = 0; i < sizeof *out / sizeof(uint64_t); i++)
         to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
 }
+
+/* ---- the network device (kernel/netdev.h) ---- */
+
+static void nd_get_stats(void *drv, struct netdev_stats *out)
+{
+    struct netvsc_stats st;
+    netvsc_get_stats(drv, &st);
+    *out = (struct netdev_stats){
+        .rx_frames = st.rx_frames,
+        .rx_bytes = st.rx_bytes,
+        .tx_frames = st.tx_frames,
+        .tx_bytes = st.tx_bytes,
+        .rx_errors = st.rx_bad_range + st.rx_bad_rndis + st.rx_bad_nvsp + st.rx_bad_frame,
+        .tx_no_buffer = st.tx_no_section,
+        .tx_errors = st.tx_send_failed,
+        .checks = st.keepalives,
+    };
+}
+
+static uint64_t nd_queue_rx_frames(void *drv, uint32_t queue) { return netvsc_queue_rx_frames(drv, queue); }
+static status_t nd_check(void *drv) { return netvsc_keepalive(drv); }
+static void nd_release(struct netdev *dev);
+
+static const struct netdev_ops netdev_ops = {
+    .tx_begin = tx_begin,
+    .tx_end = tx_end,
+    .get_stats = nd_get_stats,
+    .queue_rx_frames = nd_queue_rx_frames,
+    .check = nd_check,
+    .release = nd_release,
+};
+
+struct netvsc *netvsc_from_netdev(struct netdev *dev)
+{
+    return dev && dev->ops == &netdev_ops ? dev->drv : NULL;
+}
+
+/* ---- configuration ---- */
+
+static struct netvsc_config configured;
+static bool have_configured;
+
+void netvsc_configure(const struct netvsc_config *cfg)
+{
+    IRQL_ASSERT_MAX(IRQL_PASSIVE);
+    have_configured = cfg != NULL;
+    configured = cfg ? *cfg : (struct netvsc_config){ 0 };
+}
+
+static uint32_t nvsp_version_key(uint64_t v)
+{
+    switch (v) {
+    case 1: return NVSP_VERSION_1;
+    case 2: return NVSP_VERSION_2;
+    case 4: return NVSP_VERSION_4;
+    case 5: return NVSP_VERSION_5;
+    case 6: return NVSP_VERSION_6;
+    default: return NVSP_VERSION_61;
+    }
+}
+
+void netvsc_config_from_cmdline(const struct cmdline *cl, struct netvsc_config *cfg)
+{
+    *cfg = (struct netvsc_config){
+        .max_nvsp_version = nvsp_version_key(cmdline_u64(cl, "nvsp", 61, 1, 61)),
+        .recv_buf_bytes = (uint32_t)cmdline_u64(cl, "rxbuf", 4096, 64, 16384) * 1024,
+        .queues = (uint32_t)cmdline_u64(cl, "queues", 0, 0, NETVSC_MAX_QUEUES),
+    };
+}
+
+/* ---- the VMBus driver ---- */
+
+/* Power-off (PASSIVE, before the bus unloads): every NIC still bound is halted and its channels
+ * closed, so nothing of it runs while the bus goes down; then freed if nobody holds it. A holder
+ * (an application that returned without net_detach) may still look at it: it is gone for it, and
+ * its memory is left allocated rather than pulled from under it. */
+static void shutdown_hook(void)
+{
+    hook_registered = false; /* power-off consumes the hooks: the next probe registers anew */
+    if (irql_current() != IRQL_PASSIVE)
+        return; /* a panic: touch nothing */
+    for (;;) {
+        irql_t old = spin_lock(&bind_lock);
+        struct list *n = list_pop_front(&bound);
+        struct netvsc *nv = n ? container_of(n, struct netvsc, link) : NULL;
+        if (nv) {
+            nv->removing = true;
+            mark_gone(nv);
+            /* unbound first: closing a rescinded channel frees it, and a rescind from now on
+             * finds nothing to do */
+            vmbus_channel_set_driver_context(nv->q[0].vch, NULL);
+        }
+        spin_unlock(&bind_lock, old);
+        if (!nv)
+            return;
+        netdev_gone(&nv->dev);
+        quiesce(nv);
+        if (netdev_try_unregister(&nv->dev))
+            detach(nv); /* nobody refers to it: freed (the channels are closed already) */
+    }
+}
+
+static status_t drv_probe(struct vmbus_channel *ch)
+{
+    struct netvsc_config cfg;
+    if (have_configured)
+        cfg = configured;
+    else
+        netvsc_config_from_cmdline(kernel_cmdline(), &cfg);
+    struct netvsc *nv = NULL;
+    status_t s = attach(ch, &cfg, &nv);
+    if (s != STATUS_OK) {
+        pr_err("netvsc: the network adapter did not come up: %s", status_name(s));
+        return s;
+    }
+    struct netdev *dev = &nv->dev;
+    dev->ops = &netdev_ops;
+    dev->drv = nv;
+    dev->driver = "netvsc";
+    memcpy(dev->mac, nv->mac, 6);
+    dev->mtu = nv->mtu;
+    dev->queues = nv->queues;
+    for (uint32_t i = 0; i < nv->queues; i++)
+        dev->queue_cpu[i] = nv->q[i].cpu;
+    dev->link_speed_bps = nv->link_speed_bps;
+    dev->link_up = netvsc_link_up(nv);
+    s = netdev_register(dev);
+    if (s != STATUS_OK) {
+        pr_err("netvsc: the network device was not registered: %s", status_name(s));
+        bind_channel(ch, NULL);
+        detach(nv);
+        return s;
+    }
+    if (!hook_registered) { /* after the bus's (vmbus_init): so it runs before the bus unloads */
+        power_register_shutdown_hook(shutdown_hook);
+        hook_registered = true;
+    }
+    irql_t old = spin_lock(&bind_lock);
+    nv->registered = true;
+    list_push_back(&bound, &nv->link);
+    bool gone = is_rescinded(nv); /* rescinded before it was registered: tell the registry now */
+    spin_unlock(&bind_lock, old);
+    if (gone)
+        netdev_gone(dev);
+    return STATUS_OK;
+}
+
+/* DISPATCH, from the bus: the host withdrew the NIC. */
+static void drv_rescind(struct vmbus_channel *ch)
+{
+    irql_t old = spin_lock(&bind_lock);
+    struct netvsc *nv = vmbus_channel_driver_context(ch);
+    if (nv && !nv->rescinded) {
+        mark_gone(nv);
+        __atomic_store_n(&nv->rescinded, true, __ATOMIC_RELEASE);
+        event_set(&nv->ctrl_done); /* a control request waiting for its RNDIS answer gives up now */
+        pr_warn("netvsc: the host rescinded the network adapter (relid %u): it is gone", vmbus_channel_relid(ch));
+        if (nv->registered)
+            netdev_gone(&nv->dev); /* the holder hears it (DISPATCH) and closes it */
+    }
+    spin_unlock(&bind_lock, old);
+}
+
+/* PASSIVE, from the registry: gone (rescinded) and nobody holds it any more. */
+static void nd_release(struct netdev *dev)
+{
+    struct netvsc *nv = dev->drv;
+    irql_t old = spin_lock(&bind_lock);
+    bool mine = !nv->removing; /* else remove (or the power-off hook) is tearing it down */
+    if (mine) {
+        nv->releasing = true;
+        vmbus_channel_set_driver_context(nv->q[0].vch, NULL);
+        list_remove(&nv->link);
+    }
+    spin_unlock(&bind_lock, old);
+    if (mine)
+        detach(nv); /* closing the rescinded channels releases their relids */
+}
+
+/* PASSIVE, from the bus (vmbus_driver_unregister). */
+static void drv_remove(struct vmbus_channel *ch)
+{
+    irql_t old = spin_lock(&bind_lock);
+    struct netvsc *nv = vmbus_channel_driver_context(ch);
+    bool mine = nv && !nv->releasing && !nv->removing;
+    if (mine) {
+        nv->removing = true;
+        mark_gone(nv); /* the holder's transmits fail from now */
+        list_remove(&nv->link);
+    }
+    spin_unlock(&bind_lock, old);
+    if (!mine)
+        return;
+    netdev_unregister(&nv->dev); /* the holder is told and closes; then nobody refers to it */
+    bind_channel(ch, NULL);
+    detach(nv);
+}
+
+const struct vmbus_driver netvsc_driver = {
+    .name = "netvsc",
+    .type = VMBUS_GUID_NIC,
+    .probe = drv_probe,
+    .remove = drv_remove,
+    .rescind = drv_rescind,
+};
+VMBUS_DRIVER(netvsc_driver);

@@ -3,7 +3,12 @@
  * (kmcl/channel.h). Protocol: drivers/netvsc/proto/PROTOCOL.md (NVSP + RNDIS); wire formats and checkers:
  * nvsp_msg.h, rndis_msg.h.
  *
- * netvsc_attach (PASSIVE) runs the whole handshake on the primary channel: NVSP INIT from the
+ * A vmbus_driver (VMBUS_DRIVER: linking drivers/netvsc into an image binds it). The bus calls its
+ * probe at PASSIVE for each NIC offer; the probe runs the whole handshake on the primary channel
+ * and registers a network device (kernel/netdev.h, "net0", ...), which is how applications and
+ * stacks use the NIC (lib/net's net_attach); this header is only the driver's own extras.
+ *
+ * The handshake: NVSP INIT from the
  * newest version the config allows down to 1 (the NDIS version that goes with it), NDIS config,
  * the receive buffer (a GPADL, cfg.recv_buf_bytes) and the send buffer (cfg.send_buf_bytes), RNDIS
  * INITIALIZE, queries of the MAC address, MTU, link speed and media state, the packet filter, and,
@@ -15,28 +20,48 @@
  *
  * Receive: the host's transfer-page packets (ranges of the receive buffer holding RNDIS messages)
  * are handled at DISPATCH on the queue's CPU: every range checked against the buffer, every RNDIS
- * message with rndis_msg_check; each frame goes to ops->receive (valid during the call: it points
- * into the receive buffer, which the host owns again once the packet is completed, right after);
- * the packet is completed back to the host. Status indications (media connect/disconnect) update
- * the link state and call ops->link. Anything malformed is dropped with a counter and a
- * rate-limited log line; the channel goes on.
+ * message with rndis_msg_check; each frame goes to the netdev's holder (netdev_rx: valid during the
+ * call, it points into the receive buffer, which the host owns again once the packet is completed,
+ * right after); the packet is completed back to the host. Status indications (media
+ * connect/disconnect) update the link state (netdev_set_link). Anything malformed is dropped with a
+ * counter and a rate-limited log line; the channel goes on.
  *
- * Transmit, zero copy: netvsc_tx_begin reserves a send-buffer section and returns where the frame
- * goes (after room for the RNDIS header); netvsc_tx_end writes the header and sends NVSP
+ * Transmit, zero copy (the netdev's tx_begin/tx_end): tx_begin reserves a send-buffer section and
+ * returns where the frame goes (after room for the RNDIS header); tx_end writes the header and sends NVSP
  * SEND_RNDIS_PACKET naming the section; the section is free again when the host completes it.
  * No free section: tx_begin returns NULL (counted). A frame larger than a section (a jumbo MTU)
  * is written into the queue's page-backed bounce instead and goes GPA-direct (one such frame in
  * flight per queue). Any CPU, <= DISPATCH; one frame per call.
  *
- * Ownership: the driver owns the buffers, channels and packets; ops->ctx stays the caller's.
+ * Configuration: netvsc_configure(cfg) before vmbus_init (e.g. a test); without it each probe reads
+ * the kernel command line (netvsc_config_from_cmdline): queues=N (0: one per CPU), nvsp=61|6|5|4|2|1
+ * (the newest NVSP version to ask for), rxbuf=KiB (the receive buffer, 64..16384); everything
+ * else at its default. These are the keys udp-echo has always taken.
+ *
+ * The device going away:
+ *   - rescind (the bus's callback, DISPATCH): the NIC is marked gone at once, so every transmit
+ *     fails from then on (tx_begin NULL, tx_end, keep-alives and control requests
+ *     STATUS_CANCELLED), and netdev_gone tells the holder. The teardown (channels closed, which
+ *     releases the relid; buffers freed unless the host kept them) runs at PASSIVE as the netdev's
+ *     release, when the holder has closed it (devreg.h): without the host, so it waits for nothing
+ *     but the GPADL teardowns the bus still answers. A rescind during the probe fails the probe at
+ *     its next step.
+ *   - remove (the bus's, PASSIVE, vmbus_driver_unregister): netdev_unregister (the holder is told
+ *     and closes), then RNDIS HALT, the buffers revoked, the channels closed, all freed.
+ *   - power-off (a shutdown hook, PASSIVE, before the bus's UNLOAD): every NIC still bound is gone
+ *     for its holder, halted and its channels closed; freed unless someone still holds it.
+ *
+ * Ownership: the driver owns the buffers, channels, packets and the struct netdev.
  */
-#ifndef APPS_NETVSC_NETVSC_H
-#define APPS_NETVSC_NETVSC_H
+#ifndef DRIVERS_NETVSC_NETVSC_H
+#define DRIVERS_NETVSC_NETVSC_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "hv/vmbus/vmbus.h"
+#include "kernel/cmdline.h"
+#include "kernel/netdev.h"
 #include "kernel/status.h"
 
 #define NETVSC_MAX_QUEUES 8u
@@ -54,16 +79,6 @@ struct netvsc_config {
                                   CPU 0 for the application's thread) */
 };
 
-struct netvsc_ops {
-    void *ctx;
-    /* A received Ethernet frame (no FCS) on queue q, at DISPATCH on that queue's CPU. */
-    void (*receive)(void *ctx, uint32_t queue, const void *frame, uint32_t len);
-    /* After a batch of receives on queue q (the inbound ring went empty). May be NULL. */
-    void (*receive_done)(void *ctx, uint32_t queue);
-    /* The link went up or down (DISPATCH). May be NULL. */
-    void (*link)(void *ctx, bool up);
-};
-
 struct netvsc_stats {
     uint64_t rx_frames, rx_bytes, tx_frames, tx_bytes, tx_completions;
     uint64_t rx_packets;          /* transfer-page packets */
@@ -71,22 +86,30 @@ struct netvsc_stats {
     uint64_t rx_bad_rndis;        /* a malformed RNDIS message */
     uint64_t rx_bad_nvsp;         /* a malformed or unexpected NVSP message */
     uint64_t rx_bad_frame;        /* too short or too long a frame */
-    uint64_t rx_no_handler;       /* frames while ops->receive is NULL */
+    uint64_t rx_no_handler;       /* frames while nobody held the netdev */
     uint64_t tx_no_section;       /* tx_begin found no free section or packet */
     uint64_t tx_too_big, tx_send_failed, tx_host_errors;
     uint64_t tx_gpa_direct;       /* frames larger than a section, sent GPA-direct from a bounce */
+    uint64_t tx_gone;             /* transmits refused because the NIC went */
     uint64_t link_changes, indications, control_messages, indirection_tables, keepalives;
 };
 
-/* PASSIVE. The primary channel of a NIC offer (its driver's probe, or vmbus_for_each_channel). */
-status_t netvsc_attach(struct vmbus_channel *primary, const struct netvsc_config *cfg, const struct netvsc_ops *ops,
-                       struct netvsc **out) WARN_UNUSED;
-/* PASSIVE: RNDIS HALT, buffers revoked, channels closed, everything freed. */
-void netvsc_detach(struct netvsc *nv);
+/* The driver, bound by the VMBus registry (VMBUS_DRIVER in netvsc.c). */
+extern const struct vmbus_driver netvsc_driver;
+
+/* PASSIVE, before vmbus_init: NICs probed from now on use *cfg (copied); NULL: the command line
+ * again. */
+void netvsc_configure(const struct netvsc_config *cfg);
+/* The command line's keys (queues=, nvsp=, rxbuf=, see above) into cfg (the rest zeroed). */
+void netvsc_config_from_cmdline(const struct cmdline *cl, struct netvsc_config *cfg);
+
+/* The NIC behind a network device; NULL if dev is not netvsc's. Valid as long as dev is. */
+struct netvsc *netvsc_from_netdev(struct netdev *dev);
 
 void netvsc_get_mac(const struct netvsc *nv, uint8_t mac[6]);
 uint32_t netvsc_mtu(const struct netvsc *nv);
 bool netvsc_link_up(const struct netvsc *nv);
+bool netvsc_gone(const struct netvsc *nv); /* rescinded */
 uint64_t netvsc_link_speed_bps(const struct netvsc *nv);
 uint32_t netvsc_queue_count(const struct netvsc *nv);
 uint32_t netvsc_queue_cpu(const struct netvsc *nv, uint32_t queue);
@@ -96,20 +119,9 @@ uint32_t netvsc_nvsp_version(const struct netvsc *nv);
 uint32_t netvsc_ndis_version(const struct netvsc *nv);
 void netvsc_get_stats(const struct netvsc *nv, struct netvsc_stats *out);
 
-/* ---- transmit (any CPU, <= DISPATCH) ---- */
-
-/* Room for a frame of len bytes (<= MTU + 14) in a send-buffer section, or for a larger one in
- * the queue's bounce, to be sent on queue (mod the queue count); NULL: none free, or too long. */
-void *netvsc_tx_begin(struct netvsc *nv, uint32_t queue, uint32_t len);
-/* Sends the frame written at `frame` (from tx_begin on the same queue), len bytes (<= the len given
- * to tx_begin). */
-status_t netvsc_tx_end(struct netvsc *nv, uint32_t queue, void *frame, uint32_t len) WARN_UNUSED;
-/* Copies and sends a frame (tx_begin + memcpy + tx_end). */
-status_t netvsc_send(struct netvsc *nv, uint32_t queue, const void *frame, uint32_t len) WARN_UNUSED;
-
 /* ---- control (PASSIVE) ---- */
 
-/* RNDIS KEEPALIVE: STATUS_OK when the device answered in time. */
+/* RNDIS KEEPALIVE: STATUS_OK when the device answered in time (also the netdev's check). */
 status_t netvsc_keepalive(struct netvsc *nv) WARN_UNUSED;
 
 #endif

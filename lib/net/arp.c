@@ -28,7 +28,7 @@ static void arp_send(struct net_if *nif, uint32_t queue, struct net_counters *ct
                      const uint8_t eth_dst[6], const uint8_t tha[6], uint32_t tpa_be, uint32_t spa_be)
 {
     const uint32_t flen = NET_ETH_HLEN + sizeof(struct net_arp);
-    uint8_t *f = nif->ops.tx_begin(nif->ops.ctx, queue, NET_ETH_MIN_FRAME);
+    uint8_t *f = nif->ops.tx_begin(nif->ops.tx_ctx, queue, NET_ETH_MIN_FRAME);
     if (!f) {
         NET_CNT(ctr, tx_no_buffer);
         return;
@@ -47,7 +47,7 @@ static void arp_send(struct net_if *nif, uint32_t queue, struct net_counters *ct
     net_mac_copy(a + 18, tha);
     net_st32(a + 24, tpa_be);
     memset(f + flen, 0, NET_ETH_MIN_FRAME - flen);
-    if (nif->ops.tx_end(nif->ops.ctx, queue, f, NET_ETH_MIN_FRAME) != STATUS_OK) {
+    if (nif->ops.tx_end(nif->ops.tx_ctx, queue, f, NET_ETH_MIN_FRAME) != STATUS_OK) {
         NET_CNT(ctr, tx_errors);
         return;
     }

@@ -77,6 +77,8 @@ status_t net_if_init(struct net_if *nif, const uint8_t mac[6], uint32_t mtu, uin
     nif->mtu = mtu;
     nif->queues = queues;
     nif->ops = *ops;
+    if (!nif->ops.tx_ctx)
+        nif->ops.tx_ctx = nif->ops.ctx;
     nif->link_up = true;
     nif->log_tokens = LOG_BURST;
     for (uint32_t q = 0; q <= NET_MAX_QUEUES; q++)
@@ -116,7 +118,7 @@ static inline __attribute__((always_inline)) status_t tx_finish(struct net_if *n
         memset(f + flen, 0, NET_ETH_MIN_FRAME - flen);
         alen = NET_ETH_MIN_FRAME;
     }
-    status_t st = nif->ops.tx_end(nif->ops.ctx, queue, f, alen);
+    status_t st = nif->ops.tx_end(nif->ops.tx_ctx, queue, f, alen);
     if (NET_UNLIKELY(st != STATUS_OK)) {
         NET_CNT(ctr, tx_errors);
         return st;
@@ -129,7 +131,7 @@ static inline __attribute__((always_inline)) status_t tx_finish(struct net_if *n
 static inline __attribute__((always_inline)) uint8_t *tx_start(struct net_if *nif, uint32_t queue,
                                                                struct net_counters *ctr, uint32_t flen)
 {
-    uint8_t *f = nif->ops.tx_begin(nif->ops.ctx, queue, flen < NET_ETH_MIN_FRAME ? NET_ETH_MIN_FRAME : flen);
+    uint8_t *f = nif->ops.tx_begin(nif->ops.tx_ctx, queue, flen < NET_ETH_MIN_FRAME ? NET_ETH_MIN_FRAME : flen);
     if (NET_UNLIKELY(!f))
         NET_CNT(ctr, tx_no_buffer);
     return f;
@@ -308,6 +310,7 @@ static inline __attribute__((always_inline)) void udp_input(struct net_if *nif, 
         m.tos = ip[1];
         m.ttl = ip[8];
         m.broadcast = mode == 1;
+        m.rx_ns = now;
         NET_CNT(ctr, udp_in);
         fn(nif, queue, &m, u + 8, ulen - 8, arg);
         return;
@@ -380,6 +383,8 @@ static inline __attribute__((always_inline)) void ip_input(struct net_if *nif, u
 
 void net_input(struct net_if *nif, uint32_t queue, const void *frame, uint32_t len, uint64_t now_ns)
 {
+    if (now_ns == NET_NOW)
+        now_ns = nif->ops.clock ? nif->ops.clock() : 0;
     if (NET_UNLIKELY(queue >= nif->queues)) {
         __atomic_fetch_add(&net_ctl(nif)->c[NET_STAT_bad_queue], 1, __ATOMIC_RELAXED);
         return;

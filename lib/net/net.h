@@ -76,7 +76,9 @@ struct net_if;
 
 /* ---- the driver's side ---- */
 struct net_ops {
-    void *ctx; /* passed to every callback */
+    void *ctx;    /* passed to every callback but tx_begin and tx_end */
+    void *tx_ctx; /* passed to tx_begin and tx_end; NULL: ctx (a NIC's transmit functions can be
+                     plugged in directly, with the NIC's own context: no hop in between) */
     /* Zero-copy transmit: a buffer of at least len bytes for one frame on `queue` (NULL: no room;
      * the stack counts tx_no_buffer and fails the send), then the filled frame, len bytes from its
      * start, handed back (the driver sends it or drops it; either way the buffer is the driver's
@@ -92,7 +94,14 @@ struct net_ops {
     void (*log)(void *ctx, const char *line);
     /* The queue of the frames the timers and configuration calls originate (< queues; usually 0). */
     uint32_t ctl_queue;
+    /* A monotonic time in ns (any origin), read by net_input when it is given NET_NOW instead of a
+     * time: a driver's receive upcall can then be net_input itself, give or take one argument. Any
+     * context. May be NULL if net_input always gets a time. */
+    uint64_t (*clock)(void);
 };
+
+/* net_input's now_ns: take the time from ops->clock (0 without one). */
+#define NET_NOW UINT64_MAX
 
 /* ---- counters (struct net_stats); NET_STATS(X) lists them as X(name, description) ---- */
 #define NET_STATS(X)                                                                                        \
@@ -162,8 +171,9 @@ status_t net_if_init(struct net_if *nif, const uint8_t mac[6], uint32_t mtu, uin
 
 /* ---- the data path ---- */
 
-/* One received Ethernet frame (no FCS) on `queue`; now_ns: a monotonic time (any origin). See the
- * concurrency notes above. The frame is only read, and only during the call. */
+/* One received Ethernet frame (no FCS) on `queue`; now_ns: a monotonic time (any origin), or NET_NOW
+ * (ops->clock, read once the frame passed the Ethernet checks). See the concurrency notes above. The
+ * frame is only read, and only during the call. */
 void net_input(struct net_if *nif, uint32_t queue, const void *frame, uint32_t len, uint64_t now_ns);
 
 /* What a UDP handler learns of a datagram (host byte order). */
@@ -176,6 +186,7 @@ struct net_udp_meta {
     uint8_t tos;
     uint8_t ttl;
     bool broadcast;     /* sent to 255.255.255.255 or our subnet's broadcast address */
+    uint64_t rx_ns;     /* the now_ns net_input was called with (e.g. for the handler's latency) */
 };
 
 /* Called for each datagram to a bound port, inside net_input(queue), without the lock. payload is

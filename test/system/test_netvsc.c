@@ -23,21 +23,28 @@
 #include <cmocka.h>
 
 #include "lib/net/net.h"
+#include "lib/netattach/net_attach.h"
 #include "drivers/netvsc/netvsc.h"
 #include "drivers/netvsc/proto/nvsp_proto.h"
 #include "drivers/netvsc/proto/rndis_msg.h"
-#include "arch-x86_64/spinlock.h"
 #include "hv/hv.h"
 #include "hv/vmbus/vmbus.h"
+#include "kernel/app.h"
+#include "kernel/cmdline.h"
+#include "kernel/netdev.h"
 #include "kernel/percpu.h"
+#include "kernel/thread.h"
 #include "sim/hvsim.h"
+#include "sim/netvsp/netgw.h"
 #include "sim/netvsp/netvsp.h"
 #include "sim/vmbus_server.h"
 #include "test/hosted/hosted.h"
 #include "test/lib/test_util.h"
 
 #define VPS 4 /* VP 0 runs the test's jobs; the queues' DPCs and workers run on 1.. (hosted threads are
-                 jobs on a VP: a channel's worker would keep VP 0) */
+                 jobs on a VP: a channel's worker would keep VP 0); the binding's thread on VP 3 */
+#define APP_VP 2 /* the applications (and probes configured from the command line: queues from CPU 0) */
+static uint32_t guest_vp; /* where the test's guest jobs run: a VP no kmcl worker occupies */
 #define RAM (128u << 20)
 #define GUEST_IP 0x0a000002u /* 10.0.0.2 */
 #define PEER_IP 0x0a000001u  /* 10.0.0.1 */
@@ -53,50 +60,26 @@ static struct hvsim_vmbus_device devices[16];
 
 /* ---- the guest ---- */
 
-static struct net_if nif;
-static struct netvsc *nic;
-static spinlock_t net_lock = SPINLOCK_INIT;
-static irql_t net_lock_irql;
+/* The NIC as the guest's applications see it: the netdev netvsc registered when vmbus_init bound it,
+ * with the stack on it through lib/net's net_attach (no glue of the test's own). */
+static struct net_attach *g_na;
+static struct net_if *g_nif;
+static struct netdev *g_dev;
+static struct netvsc *g_nv;
 static volatile uint32_t guest_link_events;
 
-static void *g_tx_begin(void *ctx, uint32_t queue, uint32_t len)
-{
-    (void)ctx;
-    return netvsc_tx_begin(nic, queue, len);
-}
+static struct cmdline test_cmdline; /* what kernel_cmdline() gives the guest (netvsc, net_attach) */
+const struct cmdline *kernel_cmdline(void) { return &test_cmdline; }
+static void set_cmdline(const char *text) { cmdline_parse(&test_cmdline, text, NULL, NULL); }
+/* The host's view of the NIC's MAC (the guest's may be in the middle of going away). */
+static void guest_mac(uint8_t mac[6]) { hvsim_netvsp_mac(nvsp, mac); }
 
-static status_t g_tx_end(void *ctx, uint32_t queue, void *frame, uint32_t len)
+static void g_on_event(struct net_attach *a, void *ctx, enum net_attach_event ev)
 {
+    (void)a;
     (void)ctx;
-    return netvsc_tx_end(nic, queue, frame, len);
-}
-
-static void g_lock(void *ctx)
-{
-    (void)ctx;
-    irql_t old = spin_lock(&net_lock);
-    net_lock_irql = old;
-}
-
-static void g_unlock(void *ctx)
-{
-    (void)ctx;
-    spin_unlock(&net_lock, net_lock_irql);
-}
-
-static uint64_t now_guest(void) { return (uint64_t)now_ns(); }
-
-static void g_receive(void *ctx, uint32_t queue, const void *frame, uint32_t len)
-{
-    (void)ctx;
-    net_input(&nif, queue, frame, len, now_guest());
-}
-
-static void g_link(void *ctx, bool up)
-{
-    (void)ctx;
-    (void)up;
-    __atomic_add_fetch(&guest_link_events, 1, __ATOMIC_RELEASE);
+    if (ev == NET_ATTACH_LINK_UP || ev == NET_ATTACH_LINK_DOWN)
+        __atomic_add_fetch(&guest_link_events, 1, __ATOMIC_RELEASE);
 }
 
 static void g_echo(struct net_if *n, uint32_t queue, const struct net_udp_meta *m, const void *payload, uint32_t len,
@@ -108,46 +91,32 @@ static void g_echo(struct net_if *n, uint32_t queue, const struct net_udp_meta *
 
 struct attach_job {
     uint32_t max_version, queues;
+    bool from_cmdline; /* netvsc's configuration from the command line (queues=, nvsp=, rxbuf=) */
     status_t status;
 };
-
-static void find_nic(struct vmbus_channel *c, void *ctx)
-{
-    struct vmbus_channel **found = ctx;
-    if (!*found && vmbus_channel_sub_index(c) == 0 &&
-        vmbus_guid_equal(&vmbus_channel_offer(c)->if_type, &(struct vmbus_guid)VMBUS_GUID_NIC))
-        *found = c;
-}
 
 static void attach_job(void *arg)
 {
     struct attach_job *j = arg;
-    j->status = vmbus_init(0);
-    if (j->status != STATUS_OK)
-        return;
-    struct vmbus_channel *primary = NULL;
-    vmbus_for_each_channel(find_nic, &primary);
-    if (!primary) {
-        j->status = STATUS_NOT_FOUND;
-        return;
-    }
     struct netvsc_config cfg = { .max_nvsp_version = j->max_version, .queues = j->queues,
                                  .recv_buf_bytes = 2u << 20, .send_buf_bytes = 1u << 20, .first_cpu = 1,
                                  .mtu = test_mtu };
-    struct netvsc_ops ops = { .receive = g_receive, .link = g_link };
-    j->status = netvsc_attach(primary, &cfg, &ops, &nic);
+    netvsc_configure(j->from_cmdline ? NULL : &cfg);
+    j->status = vmbus_init(0); /* binds netvsc (VMBUS_DRIVER): its probe registers the netdev */
     if (j->status != STATUS_OK)
         return;
-    uint8_t mac[6];
-    netvsc_get_mac(nic, mac);
-    struct net_ops nops = { .tx_begin = g_tx_begin, .tx_end = g_tx_end, .lock = g_lock, .unlock = g_unlock };
-    j->status = net_if_init(&nif, mac, netvsc_mtu(nic), netvsc_queue_count(nic), &nops);
-    if (j->status == STATUS_OK)
-        j->status = net_udp_bind(&nif, ECHO_PORT, g_echo, NULL);
-    if (j->status == STATUS_OK)
-        j->status = net_set_static(&nif, GUEST_IP, 0xffffff00u, 0, now_guest());
-    if (j->status == STATUS_OK)
-        net_link_changed(&nif, netvsc_link_up(nic), now_guest());
+    g_dev = netdev_first();
+    g_nv = netvsc_from_netdev(g_dev);
+    if (!g_nv) {
+        j->status = STATUS_NOT_FOUND;
+        return;
+    }
+    struct net_attach_config acfg = { .ip = "10.0.0.2/24", .thread_cpu = VPS - 1, .event = g_on_event };
+    j->status = net_attach(g_dev, &acfg, &g_na);
+    if (j->status != STATUS_OK)
+        return;
+    g_nif = net_attach_if(g_na);
+    j->status = net_udp_bind(g_nif, ECHO_PORT, g_echo, NULL);
 }
 
 struct keepalive {
@@ -156,14 +125,21 @@ struct keepalive {
 
 static void keepalive_job(void *arg)
 {
-    ((struct keepalive *)arg)->status = netvsc_keepalive(nic);
+    ((struct keepalive *)arg)->status = netvsc_keepalive(g_nv);
 }
 
 static void detach_job(void *arg)
 {
     (void)arg;
-    netvsc_detach(nic);
-    nic = NULL;
+    if (g_na)
+        net_detach(g_na);
+    g_na = NULL;
+    g_nif = NULL;
+    if (g_dev)
+        netdev_put(g_dev);
+    g_dev = NULL;
+    g_nv = NULL;
+    vmbus_driver_unregister(&netvsc_driver); /* remove: HALT, buffers revoked, channels closed */
 }
 
 /* ---- the peer (host side) ---- */
@@ -275,7 +251,7 @@ static uint64_t pump(uint32_t count, const uint32_t *sizes, uint32_t nsizes, uin
 {
     uint8_t mac[6];
     static uint8_t frame[9216];
-    netvsc_get_mac(nic, mac);
+    guest_mac(mac);
     uint32_t base = peer->replies;
     int64_t t0 = now_ns(), last_progress = t0;
     uint32_t last_replies = base;
@@ -314,14 +290,14 @@ static uint64_t pump(uint32_t count, const uint32_t *sizes, uint32_t nsizes, uin
 
 /* ---- set-up ---- */
 
-static void start(uint32_t host_version, uint32_t host_queues, uint32_t guest_version, uint32_t guest_queues)
+/* The host side: the VPs, hvsim, its netvsp (cfg) and VMBus server offering it. */
+static void start_host(const struct hvsim_netvsp_config *nc)
 {
     hosted_log_quiet(!getenv("VERBOSE"));
     hosted_start(VPS, RAM, NULL);
     hosted_log_clear();
     assert_int_equal(hv_init(), STATUS_OK);
-    struct hvsim_netvsp_config nc = { .max_version = host_version, .queues = host_queues, .mtu = test_mtu };
-    nvsp = hvsim_netvsp_create(&nc);
+    nvsp = hvsim_netvsp_create(nc);
     assert_non_null(nvsp);
     peer = calloc(1, sizeof *peer);
     assert_non_null(peer);
@@ -336,14 +312,33 @@ static void start(uint32_t host_version, uint32_t host_queues, uint32_t guest_ve
     struct hvsim_vmbus_config c = { .devices = devices, .device_count = n };
     vb = hvsim_vmbus_create(hosted_sim(), &c);
     assert_non_null(vb);
-    struct attach_job j = { .max_version = guest_version, .queues = guest_queues };
-    hosted_run_on(0, attach_job, &j);
+}
+
+/* The host, then the guest: netvsc bound by vmbus_init (configured, or from the command line),
+ * the stack on its netdev with 10.0.0.2/24, echo on ECHO_PORT. */
+static void start_with(uint32_t host_version, uint32_t host_queues, uint32_t guest_version, uint32_t guest_queues,
+                       const char *cmdline)
+{
+    set_cmdline(cmdline);
+    struct hvsim_netvsp_config nc = { .max_version = host_version, .queues = host_queues, .mtu = test_mtu };
+    start_host(&nc);
+    struct attach_job j = { .max_version = guest_version, .queues = guest_queues, .from_cmdline = cmdline != NULL };
+    /* From the command line the queues start at CPU 0, and a kmcl channel's worker is a job on its
+     * CPU (hosted), running until the channel closes: the test's jobs go to a VP no queue uses. */
+    guest_vp = cmdline ? APP_VP : 0;
+    hosted_run_on(guest_vp, attach_job, &j);
     assert_int_equal(j.status, STATUS_OK);
 }
 
-static void stop(void)
+static void start(uint32_t host_version, uint32_t host_queues, uint32_t guest_version, uint32_t guest_queues)
 {
-    hosted_run_on(0, detach_job, NULL);
+    start_with(host_version, host_queues, guest_version, guest_queues, NULL);
+}
+
+/* The guest's power-off (UNLOAD), then the host side goes. */
+static void stop_host(void)
+{
+    guest_vp = 0;
     hosted_power_off();
     hvsim_vmbus_destroy(vb);
     vb = NULL;
@@ -354,6 +349,15 @@ static void stop(void)
     peer = NULL;
 }
 
+static void stop(void)
+{
+    hosted_run_on(guest_vp, detach_job, NULL);
+    stop_host();
+}
+
+static bool log_has(void *ctx) { return hosted_log_contains(ctx); }
+static bool wait_log(const char *needle, unsigned ms) { return hosted_wait_for(log_has, (void *)needle, ms); }
+
 /* ---- tests ---- */
 
 static const uint32_t mixed[] = { 4, 18, 64, 200, 512, 1000, 1400, MAX_PAYLOAD, 7, 333 };
@@ -362,13 +366,13 @@ static void test_echo_one_queue(void **state)
 {
     (void)state;
     start(0, 1, 0, 1);
-    assert_int_equal(netvsc_nvsp_version(nic), NVSP_VERSION_61);
-    assert_int_equal(netvsc_queue_count(nic), 1);
-    assert_true(netvsc_link_up(nic));
+    assert_int_equal(netvsc_nvsp_version(g_nv), NVSP_VERSION_61);
+    assert_int_equal(netvsc_queue_count(g_nv), 1);
+    assert_true(netvsc_link_up(g_nv));
     assert_true(pump(20000, mixed, 10, 1, 32) > 0);
     assert_int_equal(peer->bad, 0);
     struct netvsc_stats vs;
-    netvsc_get_stats(nic, &vs);
+    netvsc_get_stats(g_nv, &vs);
     assert_true(vs.rx_frames >= 20000);
     assert_true(vs.tx_frames >= 20000);
     assert_int_equal(vs.rx_bad_range + vs.rx_bad_rndis + vs.rx_bad_nvsp + vs.rx_bad_frame, 0);
@@ -377,9 +381,9 @@ static void test_echo_one_queue(void **state)
     assert_int_equal(hs.tx_bad_rndis + hs.tx_bad_section + hs.tx_bad_range + hs.nvsp_errors + hs.channel_failures, 0);
     /* RNDIS keep-alive: the device answers. */
     struct keepalive k = { 0 };
-    hosted_run_on(0, keepalive_job, &k);
+    hosted_run_on(guest_vp, keepalive_job, &k);
     assert_int_equal(k.status, STATUS_OK);
-    netvsc_get_stats(nic, &vs);
+    netvsc_get_stats(g_nv, &vs);
     assert_int_equal(vs.keepalives, 1);
     stop();
 }
@@ -388,15 +392,15 @@ static void test_echo_multi_queue(void **state)
 {
     (void)state;
     start(0, 2, 0, 2);
-    assert_int_equal(netvsc_queue_count(nic), 2);
-    assert_true(netvsc_rss_enabled(nic));
+    assert_int_equal(netvsc_queue_count(g_nv), 2);
+    assert_true(netvsc_rss_enabled(g_nv));
     assert_true(pump(20000, mixed, 10, 64, 64) > 0);
     assert_int_equal(peer->bad, 0);
     /* 64 flows hashed by the host with our key and table: both queues carry traffic. */
-    assert_true(netvsc_queue_rx_frames(nic, 0) > 1000);
-    assert_true(netvsc_queue_rx_frames(nic, 1) > 1000);
+    assert_true(netvsc_queue_rx_frames(g_nv, 0) > 1000);
+    assert_true(netvsc_queue_rx_frames(g_nv, 1) > 1000);
     struct net_stats ns;
-    net_get_stats(&nif, &ns);
+    net_get_stats(g_nif, &ns);
     assert_true(ns.udp_in >= 20000);
     stop();
 }
@@ -408,8 +412,8 @@ static void test_versions(void **state)
     static const uint32_t v[] = { NVSP_VERSION_6, NVSP_VERSION_5, NVSP_VERSION_4, NVSP_VERSION_2, NVSP_VERSION_1 };
     for (unsigned i = 0; i < sizeof v / sizeof v[0]; i++) {
         start(v[i], 1, 0, 1);
-        assert_int_equal(netvsc_nvsp_version(nic), v[i]);
-        assert_int_equal(netvsc_ndis_version(nic), v[i] >= NVSP_VERSION_5 ? NVSP_NDIS_VERSION_6_30 : NVSP_NDIS_VERSION_6_1);
+        assert_int_equal(netvsc_nvsp_version(g_nv), v[i]);
+        assert_int_equal(netvsc_ndis_version(g_nv), v[i] >= NVSP_VERSION_5 ? NVSP_NDIS_VERSION_6_30 : NVSP_NDIS_VERSION_6_1);
         assert_true(pump(500, mixed, 10, 1, 16) > 0);
         assert_int_equal(peer->bad, 0);
         stop();
@@ -422,9 +426,9 @@ static void test_bad_frames_dropped(void **state)
     (void)state;
     start(0, 1, 0, 1);
     uint8_t mac[6], f[1600];
-    netvsc_get_mac(nic, mac);
+    guest_mac(mac);
     struct net_stats before;
-    net_get_stats(&nif, &before);
+    net_get_stats(g_nif, &before);
     uint32_t n = build_udp(f, mac, 1000, 1, 64);
     f[14 + 10] ^= 0xff; /* IPv4 header checksum */
     assert_true(hvsim_netvsp_deliver(nvsp, f, n));
@@ -438,7 +442,7 @@ static void test_bad_frames_dropped(void **state)
     assert_true(hvsim_netvsp_deliver(nvsp, f, n));
     assert_true(pump(100, mixed, 10, 1, 8) > 0);
     struct net_stats after;
-    net_get_stats(&nif, &after);
+    net_get_stats(g_nif, &after);
     assert_int_equal(after.bad_ip_checksum - before.bad_ip_checksum, 1);
     assert_int_equal(after.bad_udp_checksum - before.bad_udp_checksum, 1);
     assert_int_equal(after.fragments - before.fragments, 1);
@@ -463,7 +467,7 @@ static void test_hostile_host(void **state)
     start(0, 1, 0, 1);
     static uint8_t b[2048];
     struct netvsc_stats before, after;
-    netvsc_get_stats(nic, &before);
+    netvsc_get_stats(g_nv, &before);
     struct hvsim_netvsp_stats hs0;
     hvsim_netvsp_get_stats(nvsp, &hs0);
     uint32_t n = rndis_frame(b, 60);
@@ -506,7 +510,7 @@ static void test_hostile_host(void **state)
     /* every one of those came back (completed) and the NIC still echoes */
     assert_true(pump(300, mixed, 10, 1, 16) > 0);
     assert_int_equal(peer->bad, 0);
-    netvsc_get_stats(nic, &after);
+    netvsc_get_stats(g_nv, &after);
     assert_int_equal(after.rx_bad_range - before.rx_bad_range, bad_ranges);
     assert_int_equal(after.rx_bad_nvsp - before.rx_bad_nvsp, bad_nvsp);
     assert_int_equal(after.rx_bad_rndis - before.rx_bad_rndis, bad_rndis);
@@ -535,12 +539,12 @@ static void test_jumbo_frames(void **state)
     (void)state;
     test_mtu = 9000;
     start(0, 1, 0, 1);
-    assert_int_equal(netvsc_mtu(nic), 9000);
+    assert_int_equal(netvsc_mtu(g_nv), 9000);
     static const uint32_t jumbo[] = { 64, 1472, 6000, 6100, 7000, 8972, 3000 };
     assert_true(pump(2000, jumbo, 7, 1, 16) > 0);
     assert_int_equal(peer->bad, 0);
     struct netvsc_stats vs;
-    netvsc_get_stats(nic, &vs);
+    netvsc_get_stats(g_nv, &vs);
     assert_true(vs.tx_gpa_direct >= 2000 * 3 / 7); /* 7000 and 8972 always, 6100 with headers */
     assert_int_equal(vs.tx_host_errors, 0);
     stop();
@@ -554,17 +558,352 @@ static void test_link_down_up(void **state)
     guest_link_events = 0;
     hvsim_netvsp_set_link(nvsp, false);
     assert_true(hosted_wait_count(&guest_link_events, 1, 10000));
-    assert_false(netvsc_link_up(nic));
+    assert_false(netvsc_link_up(g_nv));
     uint8_t mac[6], f[1600];
-    netvsc_get_mac(nic, mac);
+    guest_mac(mac);
     uint32_t n = build_udp(f, mac, 1000, 1, 64);
     assert_false(hvsim_netvsp_deliver(nvsp, f, n)); /* the host does not deliver while unplugged */
     hvsim_netvsp_set_link(nvsp, true);
     assert_true(hosted_wait_count(&guest_link_events, 2, 10000));
-    assert_true(netvsc_link_up(nic));
+    assert_true(netvsc_link_up(g_nv));
     assert_true(pump(200, mixed, 10, 1, 8) > 0);
     assert_int_equal(peer->bad, 0);
     stop();
+}
+
+/* ---- the device going away (issue 13 item 5) ---- */
+
+static void find_nic_relid(struct vmbus_channel *c, void *ctx)
+{
+    if (vmbus_channel_sub_index(c) == 0 &&
+        vmbus_guid_equal(&vmbus_channel_offer(c)->if_type, &(struct vmbus_guid)VMBUS_GUID_NIC))
+        *(uint32_t *)ctx = vmbus_channel_relid(c);
+}
+
+static void relid_job(void *arg) { vmbus_for_each_channel(find_nic_relid, arg); }
+
+static uint32_t nic_relid(void)
+{
+    uint32_t relid = 0;
+    hosted_run_on(guest_vp, relid_job, &relid);
+    assert_int_not_equal(relid, 0);
+    return relid;
+}
+
+static bool attach_gone(void *ctx)
+{
+    (void)ctx;
+    return net_attach_gone(g_na);
+}
+
+/* What a sender sees once the NIC is gone: each call's status and how long the whole took. */
+struct after_gone {
+    status_t send, check, keepalive, udp;
+    bool tx_begin_null, findable;
+    int64_t took_ns;
+};
+
+static void after_gone_job(void *arg)
+{
+    struct after_gone *r = arg;
+    uint8_t frame[60] = { 0 };
+    memcpy(frame, peer_mac, 6);
+    int64_t t0 = now_ns();
+    r->send = netdev_send(g_dev, 0, frame, sizeof frame);
+    r->tx_begin_null = netdev_tx_begin(g_dev, 0, sizeof frame) == NULL;
+    r->udp = net_udp_reply(g_nif, 0, &(struct net_udp_meta){ .src_ip = PEER_IP, .src_port = 9, .dst_port = ECHO_PORT },
+                           "x", 1);
+    r->check = netdev_check(g_dev);
+    r->keepalive = netvsc_keepalive(g_nv);
+    r->took_ns = now_ns() - t0;
+    struct netdev *d = netdev_first();
+    r->findable = d != NULL;
+    if (d)
+        netdev_put(d);
+}
+
+static void let_go_job(void *arg)
+{
+    int64_t *took = arg;
+    int64_t t0 = now_ns();
+    net_detach(g_na);
+    g_na = NULL;
+    g_nif = NULL;
+    netdev_put(g_dev); /* the last reference: the release tears the NIC down here */
+    g_dev = NULL;
+    g_nv = NULL;
+    *took = now_ns() - t0;
+}
+
+static void check_gone_fast(void)
+{
+    struct after_gone r;
+    hosted_run_on(guest_vp, after_gone_job, &r);
+    assert_int_equal(r.send, STATUS_CANCELLED);
+    assert_true(r.tx_begin_null);
+    assert_int_equal(r.udp, STATUS_NO_SPACE); /* the stack's tx_begin got nothing */
+    assert_int_equal(r.check, STATUS_CANCELLED);
+    assert_int_equal(r.keepalive, STATUS_CANCELLED);
+    assert_false(r.findable);
+    assert_true(r.took_ns < 100000000ll); /* at once: nothing waited for the host */
+}
+
+/* The host rescinds the NIC (primary and sub-channel) while the stack holds it and traffic flows:
+ * the holder is told, every send fails at once, and letting go tears the NIC down without waiting
+ * for the host; the relids are released. */
+static void test_rescind_while_held(void **state)
+{
+    (void)state;
+    start(0, 2, 0, 2);
+    assert_int_equal(netvsc_queue_count(g_nv), 2);
+    assert_true(pump(2000, mixed, 10, 64, 32) > 0);
+    struct hvsim_vmbus_stats before, after;
+    hvsim_vmbus_get_stats(vb, &before);
+    assert_true(hvsim_vmbus_rescind(vb, nic_relid()));
+    assert_true(hosted_wait_for(attach_gone, NULL, 5000));
+    assert_true(netvsc_gone(g_nv));
+    assert_true(wait_log("went away", 5000)); /* the binding told the application */
+    check_gone_fast();
+    int64_t took = 0;
+    hosted_run_on(guest_vp, let_go_job, &took);
+    assert_true(took < 3000000000ll);
+    assert_true(hvsim_vmbus_flush(vb, 5000));
+    hvsim_vmbus_get_stats(vb, &after);
+    assert_int_equal(before.offers - after.offers, 2); /* primary + sub-channel: RELID_RELEASED for each */
+    assert_int_equal(after.channels_open, 0);
+    assert_true(hosted_log_contains("netvsc: the host rescinded the network adapter"));
+    stop();
+}
+
+static void reap_job(void *arg)
+{
+    (void)arg;
+    devreg_reap();
+}
+
+static void close_job(void *arg)
+{
+    (void)arg;
+    net_detach(g_na);
+    g_na = NULL;
+    g_nif = NULL;
+    netdev_put(g_dev);
+    g_dev = NULL;
+    g_nv = NULL;
+}
+
+/* Rescinded while nobody holds it: its release waits for PASSIVE and runs at the next call into the
+ * registry; the relid is released then. */
+static void test_rescind_unheld(void **state)
+{
+    (void)state;
+    start(0, 1, 0, 1);
+    assert_true(pump(200, mixed, 10, 1, 8) > 0);
+    uint32_t relid = nic_relid();
+    hosted_run_on(guest_vp, close_job, NULL);
+    struct hvsim_vmbus_stats before, after;
+    hvsim_vmbus_get_stats(vb, &before);
+    assert_true(hvsim_vmbus_rescind(vb, relid));
+    assert_true(wait_log("netvsc: the host rescinded", 5000));
+    hosted_run_on(guest_vp, reap_job, NULL);
+    assert_true(hvsim_vmbus_flush(vb, 5000));
+    hvsim_vmbus_get_stats(vb, &after);
+    assert_int_equal(before.offers - after.offers, 1);
+    stop();
+}
+
+struct unregister_job {
+    volatile int done;
+};
+
+static void unregister_fn(void *arg)
+{
+    struct unregister_job *u = arg;
+    vmbus_driver_unregister(&netvsc_driver);
+    __atomic_store_n(&u->done, 1, __ATOMIC_RELEASE);
+}
+
+/* The driver is removed while the stack holds the NIC: the holder is told (gone), its sends fail
+ * at once, the removal waits until it let go, then halts the NIC (RNDIS HALT, buffers revoked). */
+static void test_remove_while_held(void **state)
+{
+    (void)state;
+    start(0, 1, 0, 1);
+    assert_true(pump(200, mixed, 10, 1, 8) > 0);
+    struct unregister_job u = { 0 };
+    struct thread *t;
+    assert_int_equal(thread_create("unregister", unregister_fn, &u, 2, &t), STATUS_OK);
+    assert_true(hosted_wait_for(attach_gone, NULL, 5000));
+    assert_false(netvsc_gone(g_nv)); /* not rescinded: the host still answers */
+    sleep_us(100000);
+    assert_false(__atomic_load_n(&u.done, __ATOMIC_ACQUIRE)); /* waits for the holder */
+    struct after_gone r;
+    hosted_run_on(guest_vp, after_gone_job, &r);
+    assert_int_equal(r.send, STATUS_CANCELLED);
+    assert_true(r.tx_begin_null);
+    assert_int_equal(r.check, STATUS_CANCELLED);
+    hosted_run_on(guest_vp, close_job, NULL);
+    thread_join(t);
+    assert_true(u.done);
+    struct hvsim_netvsp_stats hs;
+    hvsim_netvsp_get_stats(nvsp, &hs);
+    assert_int_equal(hs.queues_open, 0);
+    assert_true(hs.revokes >= 1); /* the full detach: not skipped as after a rescind */
+    stop();
+}
+
+/* netvsc's configuration from the kernel command line, as udp-echo has always taken it. */
+static void test_cmdline_config(void **state)
+{
+    (void)state;
+    start_with(0, 2, 0, 0, "queues=2 nvsp=5 rxbuf=2048");
+    assert_int_equal(netvsc_nvsp_version(g_nv), NVSP_VERSION_5);
+    assert_int_equal(netvsc_queue_count(g_nv), 2);
+    assert_true(hosted_log_contains("receive buffer 2048 KiB"));
+    assert_true(pump(500, mixed, 10, 64, 16) > 0);
+    assert_int_equal(peer->bad, 0);
+    stop();
+}
+
+/* ---- the applications, hosted: their app_main on VP 0 against hvsim ---- */
+
+#define app_main udp_echo_app_main
+#define app_name udp_echo_app_name
+#define app_cmdline_keys udp_echo_app_cmdline_keys
+#include "apps/udp-echo/main.c"
+#undef app_main
+#undef app_name
+#undef app_cmdline_keys
+#define app_main netup_app_main
+#define app_name netup_app_name
+#define app_cmdline_keys netup_app_cmdline_keys
+#include "apps/netup/main.c"
+#undef app_main
+#undef app_name
+#undef app_cmdline_keys
+
+struct app_run {
+    int (*main)(void);
+    int code;
+    volatile int done;
+};
+
+static void app_fn(void *arg)
+{
+    struct app_run *a = arg;
+    a->code = a->main();
+    __atomic_store_n(&a->done, 1, __ATOMIC_RELEASE);
+}
+
+static bool app_done(void *ctx) { return __atomic_load_n(&((struct app_run *)ctx)->done, __ATOMIC_ACQUIRE); }
+
+/* The guest's application as the image runs it: hv_init, vmbus_init and the rest in app_main. */
+static struct thread *app_start(struct app_run *a, const char *cmdline)
+{
+    set_cmdline(cmdline);
+    netvsc_configure(NULL); /* the command line's keys, as in the image */
+    guest_vp = 1;           /* queue 0 (and its kmcl worker) on VP 0, the app on APP_VP */
+    struct thread *t;
+    assert_int_equal(thread_create("app", app_fn, a, APP_VP, &t), STATUS_OK);
+    return t;
+}
+
+/* After the app returned: the driver removed (what it left bound), power-off, the host side gone. */
+static void app_stop(void)
+{
+    hosted_run_on(guest_vp, detach_job, NULL);
+    stop_host();
+}
+
+static void test_udp_echo_rescind(void **state)
+{
+    (void)state;
+    struct hvsim_netvsp_config nc = { 0 };
+    start_host(&nc);
+    struct app_run a = { .main = udp_echo_app_main };
+    struct thread *t = app_start(&a, "ip=10.0.0.2/24 report=0 keepalive=1 seconds=120 queues=1");
+    assert_true(wait_log("udp-echo: address 10.0.0.2/24 gateway none (static)", 10000));
+    assert_true(pump(2000, mixed, 10, 1, 16) > 0);
+    assert_int_equal(peer->bad, 0);
+    int64_t t0 = now_ns();
+    assert_true(hvsim_vmbus_rescind(vb, nic_relid()));
+    assert_true(hosted_wait_for(app_done, &a, 5000)); /* stops by itself, nothing hangs */
+    assert_true(now_ns() - t0 < 3000000000ll);
+    thread_join(t);
+    assert_int_equal(a.code, 7);
+    assert_true(hosted_log_contains("udp-echo: the network adapter is gone (net"));
+    assert_true(hosted_log_contains(" netvsc, withdrawn by the host): stopping"));
+    assert_true(hosted_log_contains("udp-echo: exit: rx "));
+    assert_false(hosted_log_contains("did not answer a keep-alive"));
+    struct hvsim_vmbus_stats vs;
+    assert_true(hvsim_vmbus_flush(vb, 5000));
+    hvsim_vmbus_get_stats(vb, &vs);
+    assert_int_equal(vs.channels_open, 0);
+    app_stop();
+}
+
+static void power_off_job(void *arg)
+{
+    (void)arg;
+    hosted_power_off();
+}
+
+/* udp-echo ends (a "quit" datagram) with the NIC still bound, as every image does: the power-off halts the
+ * NIC and closes its channels before the bus unloads (nothing of it runs while the bus goes down),
+ * and frees it, nobody holding it any more. */
+static void test_udp_echo_exit_power_off(void **state)
+{
+    (void)state;
+    struct hvsim_netvsp_config nc = { 0 };
+    start_host(&nc);
+    struct app_run a = { .main = udp_echo_app_main };
+    struct thread *t = app_start(&a, "ip=10.0.0.2/24 report=0 keepalive=0 quit_port=9 queues=1");
+    assert_true(wait_log("udp-echo: address 10.0.0.2/24", 10000));
+    assert_true(pump(500, mixed, 10, 1, 16) > 0);
+    uint8_t mac[6], f[128];
+    guest_mac(mac);
+    uint32_t n = build_udp(f, mac, 1000, 0, 4);
+    put16(f + 14 + 20 + 2, 9);       /* to the quit port */
+    memcpy(f + 14 + 20 + 8, "quit", 4);
+    put16(f + 14 + 20 + 6, 0);       /* no UDP checksum */
+    assert_true(hvsim_netvsp_deliver(nvsp, f, n));
+    assert_true(hosted_wait_for(app_done, &a, 10000));
+    assert_true(hosted_log_contains("udp-echo: quit requested on udp port 9"));
+    thread_join(t);
+    assert_int_equal(a.code, 0);
+    /* The image's power-off: the hooks, newest first, on a VP that no kmcl worker occupies (queue
+     * 0's is on VP 0 until the hook closes its channel). */
+    hosted_run_on(APP_VP, power_off_job, NULL);
+    struct hvsim_netvsp_stats hs;
+    hvsim_netvsp_get_stats(nvsp, &hs);
+    assert_true(hs.revokes >= 1); /* halted by the driver, not just dropped by UNLOAD */
+    assert_int_equal(hs.queues_open, 0);
+    stop_host();
+}
+
+/* A new application that names drivers/netvsc and lib/net and writes nothing else (apps/netup):
+ * the NIC gets a DHCP address from hvsim's gateway. */
+static void test_netup_dhcp(void **state)
+{
+    (void)state;
+    struct hvsim_netvsp_config nc = { 0 };
+    start_host(&nc);
+    char err[256];
+    struct hvsim_netgw_config gc = { .nv = nvsp, .no_outbound = true };
+    struct hvsim_netgw *gw = hvsim_netgw_create(&gc, err, sizeof err);
+    assert_non_null(gw);
+    struct app_run a = { .main = netup_app_main };
+    struct thread *t = app_start(&a, "queues=1");
+    assert_true(hosted_wait_for(app_done, &a, 30000));
+    thread_join(t);
+    assert_int_equal(a.code, 0);
+    assert_true(hosted_log_contains("netup: net"));
+    assert_true(hosted_log_contains(": 10.0.2.15/24 gateway 10.0.2.2 (dhcp)"));
+    struct hvsim_netgw_stats gs;
+    hvsim_netgw_get_stats(gw, &gs);
+    assert_true(gs.dhcp_acks >= 1);
+    hvsim_netgw_destroy(gw);
+    app_stop();
 }
 
 /* ---- the benchmark ---- */
@@ -608,7 +947,10 @@ int main(void)
         cmocka_unit_test(test_echo_one_queue),   cmocka_unit_test(test_echo_multi_queue),
         cmocka_unit_test(test_versions),         cmocka_unit_test(test_bad_frames_dropped),
         cmocka_unit_test(test_link_down_up),     cmocka_unit_test(test_jumbo_frames),
-        cmocka_unit_test(test_hostile_host),
+        cmocka_unit_test(test_hostile_host),     cmocka_unit_test(test_rescind_while_held),
+        cmocka_unit_test(test_rescind_unheld),   cmocka_unit_test(test_remove_while_held),
+        cmocka_unit_test(test_cmdline_config),   cmocka_unit_test(test_udp_echo_rescind),
+        cmocka_unit_test(test_udp_echo_exit_power_off), cmocka_unit_test(test_netup_dhcp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

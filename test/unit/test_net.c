@@ -1178,6 +1178,63 @@ static void test_udp_echo_byte_exact(void **state)
     assert_int_equal(st.udp_out, sizeof lens / sizeof lens[0]);
 }
 
+/* The hooks' contexts and the clock: tx_ctx goes to tx_begin/tx_end (a NIC's own functions
+ * plugged in directly), ctx to the others; net_input with NET_NOW reads ops->clock, and the UDP
+ * handler sees the time its frame came in (meta.rx_ns) either way. */
+struct ctl_ctx {
+    unsigned locks, logs;
+};
+
+static uint64_t fixed_now;
+static uint64_t fixed_clock(void) { return fixed_now; }
+static void c_lock(void *ctx) { ((struct ctl_ctx *)ctx)->locks++; }
+static void c_unlock(void *ctx) { (void)ctx; }
+static void c_log(void *ctx, const char *line)
+{
+    (void)line;
+    ((struct ctl_ctx *)ctx)->logs++;
+}
+
+static void test_tx_ctx_and_clock(void **state)
+{
+    (void)state;
+    struct harness *h = harness_new(2);
+    struct ctl_ctx c = { 0 };
+    struct net_ops ops = { .ctx = &c, .tx_ctx = h, .tx_begin = h_tx_begin, .tx_end = h_tx_end, .lock = c_lock,
+                           .unlock = c_unlock, .log = c_log, .clock = fixed_clock };
+    assert_int_equal(net_if_init(&h->nif, OUR_MAC, 1500, 2, &ops), STATUS_OK);
+    assert_int_equal(net_set_static(&h->nif, OUR_IP, MASK24, GW_IP, h->now), STATUS_OK);
+    assert_true(c.locks >= 1);   /* the control hooks got ctx */
+    assert_true(h->ntx >= 1);    /* the announcement went through tx_ctx (h_tx_begin asserts its ctx) */
+    assert_true(c.logs >= 1);
+    tx_clear(h);
+    bind_recorder(h, 7);
+    h->echo = true;
+    uint8_t f[200], data[32] = { 1, 2, 3 };
+    struct udp_spec sp = { OUR_MAC, GW_MAC, FAR_IP, OUR_IP, 40000, 7, false };
+    size_t n = build_udp(f, &sp, data, sizeof data);
+    fixed_now = 123456789;
+    net_input(&h->nif, 1, f, (uint32_t)n, NET_NOW);
+    assert_int_equal(h->udp_calls, 1);
+    assert_int_equal(h->last_meta.rx_ns, 123456789);
+    assert_int_equal(h->ntx, 1); /* the echo, through tx_ctx */
+    net_input(&h->nif, 1, f, (uint32_t)n, 42);
+    assert_int_equal(h->last_meta.rx_ns, 42);
+    /* without a clock NET_NOW reads as 0 */
+    ops.clock = NULL;
+    struct harness *g = harness_new(1);
+    ops.tx_ctx = g;
+    assert_int_equal(net_if_init(&g->nif, OUR_MAC, 1500, 1, &ops), STATUS_OK);
+    assert_int_equal(net_set_static(&g->nif, OUR_IP, MASK24, GW_IP, 5), STATUS_OK);
+    tx_clear(g);
+    bind_recorder(g, 7);
+    net_input(&g->nif, 0, f, (uint32_t)n, NET_NOW);
+    assert_int_equal(g->udp_calls, 1);
+    assert_int_equal(g->last_meta.rx_ns, 0);
+    harness_free(h);
+    harness_free(g);
+}
+
 static void test_udp_checksum_rules(void **state)
 {
     struct harness *h = *state;
@@ -2478,6 +2535,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_init_params),
+        cmocka_unit_test(test_tx_ctx_and_clock),
         cmocka_unit_test(test_checksum_matches_reference),
         cmocka_unit_test_setup_teardown(test_eth_drops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_arp_request_answered, setup, teardown),
