@@ -17,7 +17,10 @@
 #include "hv/hv.h"
 #include "hv/vmbus/vmbus.h"
 #include "hv/vmbus/vmbus_internal.h"
+#include "kernel/app.h"
+#include "kernel/cmdline.h"
 #include "kernel/mm.h"
+#include "kernel/netdev.h"
 #include "kernel/percpu.h"
 #include "drivers/netvsc/netvsc.h"
 #include "drivers/netvsc/proto/nvsp_proto.h"
@@ -135,6 +138,7 @@ static struct world {
     /* the NIC */
     struct hvsim_netvsp *nvsp;
     struct netvsc *nv;              /* attached (the host may deliver) */
+    struct netdev *nic_dev;         /* the NIC worker's find reference, put by nic_remove */
     uint32_t nic_tx_ok, nic_host_tx, nic_host_tx_bad, nic_rx, nic_rx_bad, nic_delivered, nic_handed, nic_attaches;
 } W;
 
@@ -576,6 +580,11 @@ static void nic_backend(void *ctx, const uint8_t *frame, uint32_t len)
     W.nic_host_tx++;
 }
 
+/* The kernel command line netvsc reads when unconfigured (the image's comes from the loader): empty.
+ * init_job configures it, so this is only what the link needs. */
+static struct cmdline harness_cmdline;
+const struct cmdline *kernel_cmdline(void) { return &harness_cmdline; }
+
 static void nic_receive(void *ctx, uint32_t queue, const void *frame, uint32_t len)
 {
     (void)ctx;
@@ -604,41 +613,45 @@ static void nic_host(void *arg)
     }
 }
 
+/* The NIC's holder: the upcalls (struct netdev_client) that receive the host's frames. */
+static const struct netdev_client nic_client = { .receive = nic_receive };
+
+/* The NIC as a consumer sees it (kernel/netdev.h): netvsc was bound by vmbus_init (its probe ran the
+ * handshake and registered the netdev, configured by init_job), so the worker finds and opens the
+ * device, sends through the zero-copy transmit, checks a keepalive, then closes it and removes the
+ * driver (netdev_unregister in remove: HALT, buffers revoked, channels closed), so that the checks
+ * after the workload find nothing of the NIC left open on the host. */
 static void nic_worker(void *arg)
 {
     (void)arg;
-    struct claim c = { .nic = true };
-    vmbus_for_each_channel(claim_all, &c);
-    if (!c.n)
+    struct netdev *dev = netdev_first();
+    struct netvsc *nv = dev ? netvsc_from_netdev(dev) : NULL;
+    if (!nv) {
+        /* The probe may fail only when the host answers late or rescinds during an open. */
+        if (!W.p.late && !may_cancel())
+            FAIL("netvsc: no network device after vmbus_init (%s)", dev ? "not netvsc's" : "the probe failed");
+        W.nic_dev = dev; /* put by nic_remove */
         return;
-    struct vmbus_channel *ch = c.list[0];
-    for (uint32_t i = 1; i < c.n; i++)
-        unclaim(c.list[i]);
-    uint32_t relid = vmbus_channel_relid(ch);
-    uint32_t recv = (16 + dsim_below(48)) * 4096;
-    uint32_t send = (4 + dsim_below(28)) * 4096;
-    uint32_t ring = 4 + dsim_below(12);
-    struct netvsc_config cfg = { .max_nvsp_version = W.p.nic_guest_version, .queues = W.p.nic_guest_queues,
-                                 .recv_buf_bytes = recv, .send_buf_bytes = send, .ring_pages = ring };
-    struct netvsc_ops ops = { .receive = nic_receive };
-    struct netvsc *nv = NULL;
-    status_t s = netvsc_attach(ch, &cfg, &ops, &nv);
-    if (!allowed(s, W.p.late, may_cancel()))
-        FAIL("netvsc_attach(relid %u, NVSP %#x, %u queues): %s", relid, cfg.max_nvsp_version, cfg.queues,
-             status_name(s));
+    }
+    status_t s = netdev_open(dev, &nic_client);
+    if (s != STATUS_OK && !(may_cancel() && s == STATUS_CANCELLED))
+        FAIL("netdev_open(%s): %s", netdev_name(dev), status_name(s));
     if (s == STATUS_OK) {
         W.nic_attaches++;
         W.nv = nv;
-        uint8_t f[NIC_FRAME_MAX];
         for (uint32_t k = 0; k < W.p.nic_frames; k++) {
-            uint32_t len = make_frame(f, W.nic_tx_ok);
-            status_t t = netvsc_send(nv, 0, f, len);
-            if (t == STATUS_OK)
-                W.nic_tx_ok++;
-            else if (t != STATUS_NO_SPACE)
-                FAIL("netvsc_send(%u bytes): %s", len, status_name(t));
-            else
-                dsim_sleep_ns(200000); /* every section in flight: the host completes them */
+            uint32_t want = 60 + (W.nic_tx_ok * 97) % (NIC_FRAME_MAX - 60);
+            uint8_t *f = netdev_tx_begin(dev, 0, want);
+            if (f) {
+                uint32_t len = make_frame(f, W.nic_tx_ok);
+                status_t t = netdev_tx_end(dev, 0, f, len);
+                if (t == STATUS_OK)
+                    W.nic_tx_ok++;
+                else if (!(may_cancel() && t == STATUS_CANCELLED))
+                    FAIL("netdev_tx_end(%u bytes): %s", len, status_name(t));
+            } else {
+                dsim_sleep_ns(200000); /* every section in flight (or gone): the host completes them */
+            }
             if (dsim_one_in(8))
                 dsim_sleep_ns(dsim_below(1000000));
         }
@@ -664,11 +677,25 @@ static void nic_worker(void *arg)
                 FAIL("netvsc: the host handed %llu frames to the channel, the guest received %u (%u damaged)",
                      (unsigned long long)hs.rx_frames, W.nic_rx, W.nic_rx_bad);
         }
-        netvsc_detach(nv);
-    } else if (may_cancel()) {
-        close_raw(ch);
+        netdev_close(dev); /* no upcall runs after this */
     }
-    unclaim(ch);
+    W.nic_dev = dev; /* the find's reference keeps the device (and its memory) until nic_remove */
+}
+
+/* After the workload (nothing else running): the find's reference dropped (a rescinded device's
+ * release runs here) and the driver removed (remove: netdev_unregister, HALT, buffers revoked,
+ * channels closed). The NIC's pages were in the baseline taken after vmbus_init: what this frees
+ * comes off it. */
+static void nic_remove(void *arg)
+{
+    (void)arg;
+    uint64_t before = dsim_pages_in_use();
+    if (W.nic_dev)
+        netdev_put(W.nic_dev);
+    W.nic_dev = NULL;
+    vmbus_driver_unregister(&netvsc_driver);
+    uint64_t after = dsim_pages_in_use();
+    W.pages_baseline -= before > after ? before - after : 0;
 }
 
 /* ---- the actors ---- */
@@ -753,6 +780,15 @@ static void init_job(void *arg)
         return;
     /* Late answers are late for the workload, not for connecting. */
     vmbus_set_timeout_ms(W.p.late ? W.p.delay_us / 1000 + 5000 : W.p.timeout_ms);
+    if (W.p.nic) {
+        /* netvsc's probe (during vmbus_init) takes this configuration. One draw per statement. */
+        uint32_t recv = (16 + dsim_below(48)) * 4096;
+        uint32_t send = (4 + dsim_below(28)) * 4096;
+        uint32_t ring = 4 + dsim_below(12);
+        struct netvsc_config cfg = { .max_nvsp_version = W.p.nic_guest_version, .queues = W.p.nic_guest_queues,
+                                     .recv_buf_bytes = recv, .send_buf_bytes = send, .ring_pages = ring };
+        netvsc_configure(&cfg);
+    }
     *s = vmbus_init(0);
     vmbus_set_timeout_ms(W.p.timeout_ms);
 }
@@ -787,7 +823,7 @@ static void scenario_main(void *arg)
     struct vmbus_guid nic = VMBUS_GUID_NIC;
     for (uint32_t i = 0; i < hvsim_vmbus_default_device_count && W.ndev < MAX_DEVS; i++)
         if (!hvsim_vmbus_default_devices[i].on_open && (p->other_mask & (1u << i)) &&
-            !(p->nic && vmbus_guid_equal(&hvsim_vmbus_default_devices[i].type, &nic)))
+            !vmbus_guid_equal(&hvsim_vmbus_default_devices[i].type, &nic))
             W.devs[W.ndev++] = hvsim_vmbus_default_devices[i];
     struct hvsim_vmbus_config c = { .max_version = p->max_version, .hazards = p->hazards,
                                     .response_delay_us = p->delay_us, .monitor_latency_us = p->monitor_us,
@@ -816,6 +852,8 @@ static void scenario_main(void *arg)
         dsim_join(host);
         if (nich)
             dsim_join(nich);
+        if (p->nic)
+            dsim_run_on(0, nic_remove, NULL);
 
         /* Settle: the host idle, the guest through what it was sent. */
         if (!hvsim_vmbus_flush(W.vb, 60000))

@@ -44,7 +44,10 @@
 #include "hv/hv.h"
 #include "hv/vmbus/vmbus.h"
 #include "hv/vmbus/vmbus_internal.h"
+#include "kernel/app.h"
+#include "kernel/cmdline.h"
 #include "kernel/mm.h"
+#include "kernel/netdev.h"
 #include "kernel/percpu.h"
 #include "drivers/netvsc/netvsc.h"
 #include "kmcl/channel.h"
@@ -620,6 +623,11 @@ static void worker(void *arg)
     }
 }
 
+/* The kernel command line netvsc reads when unconfigured (the image's comes from the loader): empty.
+ * init_job configures it, so this is only what the link needs. */
+static struct cmdline harness_cmdline;
+const struct cmdline *kernel_cmdline(void) { return &harness_cmdline; }
+
 static void nic_receive(void *ctx, uint32_t queue, const void *frame, uint32_t len)
 {
     (void)ctx;
@@ -629,25 +637,30 @@ static void nic_receive(void *ctx, uint32_t queue, const void *frame, uint32_t l
     F.nic_rx++;
 }
 
-/* netvsc through the handshake (answered by hvsim's netvsp), frames out while the script acts,
- * keepalives, detach; every status is allowed (the script may unplug, starve or confuse it), a
- * crash, a hang or a sanitizer report is not. */
+static const struct netdev_client nic_client = { .receive = nic_receive };
+
+/* netvsc was bound by vmbus_init (its probe ran the handshake, answered by hvsim's netvsp, and
+ * registered the netdev, configured by init_job): the worker finds and opens the device, sends
+ * frames through the zero-copy transmit while the script acts, keepalives, then closes it and
+ * removes the driver (netdev_unregister, HALT, buffers revoked, channels closed). Every status is
+ * allowed (the script may unplug, starve or confuse it), a crash, a hang or a sanitizer report is
+ * not. */
 static void nic_worker(void *arg)
 {
     (void)arg;
-    struct vmbus_channel *ch = claim((struct vmbus_guid)VMBUS_GUID_NIC);
-    if (!ch)
-        return;
-    uint32_t queues = dsim_below(3);
-    uint32_t recv = (16 + dsim_below(32)) * 4096;
-    struct netvsc_config cfg = { .queues = queues, .recv_buf_bytes = recv, .send_buf_bytes = 16 * 4096,
-                                 .ring_pages = 8 };
-    struct netvsc_ops ops = { .receive = nic_receive };
-    struct netvsc *nv;
-    if (netvsc_attach(ch, &cfg, &ops, &nv) == STATUS_OK) {
-        uint8_t f[200] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x88, 0xb5 };
+    struct netdev *dev = netdev_first();
+    struct netvsc *nv = dev ? netvsc_from_netdev(dev) : NULL;
+    if (nv && netdev_open(dev, &nic_client) == STATUS_OK) {
+        static const uint8_t hdr[14] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x88, 0xb5 };
         for (uint32_t k = 0; k < 40 && !F.host_done; k++) {
-            status_t t = netvsc_send(nv, 0, f, 60 + dsim_below(140));
+            uint32_t len = 60 + dsim_below(140);
+            uint8_t *f = netdev_tx_begin(dev, 0, len);
+            status_t t = STATUS_NO_SPACE;
+            if (f) {
+                memcpy(f, hdr, sizeof hdr);
+                memset(f + sizeof hdr, 0, len - sizeof hdr);
+                t = netdev_tx_end(dev, 0, f, len);
+            }
             if (t != STATUS_OK || dsim_one_in(4))
                 dsim_sleep_ns(200000);
             if (dsim_one_in(10)) {
@@ -656,9 +669,11 @@ static void nic_worker(void *arg)
                     fprintf(stderr, "fuzz_host: netvsc keepalive: %s\n", status_name(t));
             }
         }
-        netvsc_detach(nv);
+        netdev_close(dev);
     }
-    unclaim(ch);
+    if (dev)
+        netdev_put(dev);
+    vmbus_driver_unregister(&netvsc_driver);
 }
 
 static void init_job(void *arg)
@@ -667,6 +682,14 @@ static void init_job(void *arg)
     *s = hv_init();
     if (*s == STATUS_OK) {
         vmbus_set_timeout_ms(500);
+        if (F.nvsp) {
+            /* netvsc's probe (during vmbus_init) takes this configuration. One draw per statement. */
+            uint32_t queues = dsim_below(3);
+            uint32_t recv = (16 + dsim_below(32)) * 4096;
+            struct netvsc_config cfg = { .queues = queues, .recv_buf_bytes = recv, .send_buf_bytes = 16 * 4096,
+                                         .ring_pages = 8 };
+            netvsc_configure(&cfg);
+        }
         *s = vmbus_init(0);
     }
 }
