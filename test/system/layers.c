@@ -18,6 +18,10 @@
 #include "drivers/netvsc/netvsc.h"
 #include "hv/hv.h"
 #include "hv/vmbus/vmbus.h"
+#include "kernel/app.h"
+#include "kernel/cmdline.h"
+#include "kernel/devreg.h"
+#include "kernel/netdev.h"
 #include "kernel/thread.h"
 #include "kmcl/channel.h"
 #include "test/hosted/hosted.h"
@@ -193,8 +197,21 @@ struct init_call {
     status_t status;
 };
 
+/* netvsc is a vmbus_driver linked into the test (VMBUS_DRIVER): vmbus_init probes the NIC. The
+ * layers bring the NIC up themselves, under the cell's hazards, after the bus is up and its pages
+ * counted (layer_netvsc's up: vmbus_driver_register); so the probe at vmbus_init is made to fail at
+ * its first step, before it says anything to the host: a one-page ring, which kmcl refuses
+ * (kmcl_channel_init_set_ring_buffer_page_count). The NIC stays offered and unbound, as it was
+ * before netvsc was a driver; the failed probe frees what it took. */
+static const struct netvsc_config nv_parked = { .ring_pages = 1 };
+
+/* The kernel command line netvsc reads when unconfigured (the image's comes from the loader): empty. */
+static struct cmdline layers_cmdline;
+const struct cmdline *kernel_cmdline(void) { return &layers_cmdline; }
+
 static void init_job(void *arg)
 {
+    netvsc_configure(&nv_parked);
     ((struct init_call *)arg)->status = vmbus_init(0);
 }
 
@@ -337,6 +354,7 @@ struct kl_echo {
 struct kl_chan {
     struct kmcl_channel *ch;
     struct vmbus_channel *vch;
+    struct kmcl_channel *rescind_to; /* under kl_lock: what the driver's rescind hands the rescind to */
     status_t up, sync;
     uint32_t cpu;
     const uint8_t *ring_lo, *ring_hi; /* the inbound ring's data area */
@@ -420,13 +438,47 @@ static void kl_routine(struct kmcl_packet *pkt, status_t status, const void *buf
     ST(e->busy, 0);
 }
 
+/* The layer's VMBus driver for the test device, bound while the layer is up, so that a rescind
+ * reaches kmcl (kmcl_channel_rescind, what a real driver's rescind does): the bus calls rescind()
+ * at DISPATCH for the primary and for each sub-channel. kl_lock orders it with the publishing of
+ * kl[i].ch and its cleanup (kmcl's rule: no cleanup while a rescind is being handed over). */
+static spinlock_t kl_lock = SPINLOCK_INIT;
+static uint32_t kl_driver_rescinds;
+
+static status_t kl_drv_probe(struct vmbus_channel *ch)
+{
+    (void)ch;
+    return STATUS_OK; /* kl_up_job opens the channels itself */
+}
+
+static void kl_drv_rescind(struct vmbus_channel *vch)
+{
+    BUMP(kl_driver_rescinds);
+    irql_t old = spin_lock(&kl_lock);
+    for (uint32_t i = 0; i < KL_CHANNELS; i++)
+        if (kl[i].vch == vch && kl[i].rescind_to)
+            kmcl_channel_rescind(kl[i].rescind_to);
+    spin_unlock(&kl_lock, old);
+}
+
+static const struct vmbus_driver kl_driver = { .name = "layers-kmcl", .type = VMBUS_GUID_HVSIM_TEST,
+                                               .probe = kl_drv_probe, .rescind = kl_drv_rescind };
+
+static void kl_publish(struct kl_chan *c, struct vmbus_channel *vch, struct kmcl_channel *ch)
+{
+    irql_t old = spin_lock(&kl_lock);
+    c->vch = vch;
+    c->ch = c->rescind_to = ch;
+    spin_unlock(&kl_lock, old);
+}
+
 static status_t kl_open(struct kl_chan *c, struct vmbus_channel *vch)
 {
-    c->vch = vch;
-    status_t s = kmcl_channel_allocate(vch, &c->ch);
+    struct kmcl_channel *ch = NULL;
+    status_t s = kmcl_channel_allocate(vch, &ch);
     if (s != STATUS_OK)
         return s;
-    struct kmcl_channel *ch = c->ch;
+    kl_publish(c, vch, ch);
     s = kmcl_channel_init_set_client_context_size(ch, sizeof c);
     if (s == STATUS_OK) {
         *(struct kl_chan **)kmcl_channel_get_pointer_to_client_context(ch) = c;
@@ -439,8 +491,8 @@ static status_t kl_open(struct kl_chan *c, struct vmbus_channel *vch)
     if (s == STATUS_OK)
         s = kmcl_channel_enable(ch);
     if (s != STATUS_OK) {
+        kl_publish(c, NULL, NULL);
         kmcl_channel_cleanup(ch);
-        c->ch = NULL;
         return s;
     }
     uint32_t bytes = 0;
@@ -465,6 +517,9 @@ static void kl_up_job(void *arg)
     struct vmbus_channel *primary = find_channel((struct vmbus_guid)VMBUS_GUID_HVSIM_TEST, false, &relid);
     kl[0].up = kl[1].up = STATUS_NOT_FOUND;
     if (!primary)
+        return;
+    /* Bound (the probe does nothing) before the channels open: a rescind from now reaches kmcl. */
+    if ((kl[0].up = vmbus_driver_register(&kl_driver)) != STATUS_OK)
         return;
     kl[0].up = kl_open(&kl[0], primary);
     if (kl[0].up != STATUS_OK)
@@ -623,8 +678,12 @@ static void kl_down_job(void *arg)
         for (uint32_t k = 0; k < KL_ECHOES; k++)
             if (c->echo[k].pkt && !LD(c->echo[k].busy))
                 kmcl_packet_free(c->echo[k].pkt);
+        irql_t old = spin_lock(&kl_lock);
+        c->rescind_to = NULL; /* no rescind is handed to it any more */
+        spin_unlock(&kl_lock, old);
         kmcl_channel_cleanup(c->ch);
     }
+    vmbus_driver_unregister(&kl_driver); /* unbinds what is still bound (its relid goes back if rescinded) */
 }
 
 static void kl_down(void)
@@ -677,7 +736,8 @@ const struct layer layer_kmcl = {
 static const uint8_t peer_mac[6] = { 0x02, 0, 0, 0, 0, 0x01 };
 
 static struct {
-    struct netvsc *nic;
+    struct netdev *dev;  /* the network device netvsc's probe registered, found and opened */
+    struct netvsc *nic;  /* netvsc's extras behind it (valid as long as dev is held) */
     status_t up;
     uint8_t mac[6];
     uint32_t mtu;
@@ -705,10 +765,10 @@ static void nv_receive(void *ctx, uint32_t queue, const void *frame, uint32_t le
         BUMP(nv.range);
     else
         touch(f, len);
-    struct netvsc *nic = __atomic_load_n(&nv.nic, __ATOMIC_ACQUIRE);
-    if (!nic || len < 14)
+    struct netdev *dev = __atomic_load_n(&nv.dev, __ATOMIC_ACQUIRE);
+    if (!dev || len < 14)
         return; /* still attaching */
-    uint8_t *p = netvsc_tx_begin(nic, queue, len);
+    uint8_t *p = netdev_tx_begin(dev, queue, len);
     if (!p) {
         BUMP(nv.tx_busy);
         return;
@@ -716,7 +776,7 @@ static void nv_receive(void *ctx, uint32_t queue, const void *frame, uint32_t le
     memcpy(p, f + 6, 6); /* back to the sender */
     memcpy(p + 6, nv.mac, 6);
     memcpy(p + 12, f + 12, len - 12);
-    if (netvsc_tx_end(nic, queue, p, len) != STATUS_OK)
+    if (netdev_tx_end(dev, queue, p, len) != STATUS_OK)
         BUMP(nv.tx_failed);
     else
         BUMP(nv.echoed);
@@ -727,6 +787,12 @@ static void nv_link(void *ctx, bool up)
     (void)ctx;
     (void)up;
     BUMP(nv.links);
+}
+
+/* The device went (a rescind): transmits fail from now; nv_down closes it. */
+static void nv_gone(void *ctx)
+{
+    (void)ctx;
 }
 
 static uint8_t nv_byte(uint32_t seq, uint32_t k)
@@ -783,24 +849,43 @@ struct nv_up {
     status_t status;
 };
 
+static const struct netdev_client nv_client = { .receive = nv_receive, .link = nv_link, .gone = nv_gone };
+
+/* The bring-up: netvsc configured, then bound (vmbus_driver_register probes the offered NIC: the
+ * whole handshake, then a network device registered), the device found and opened. A probe that
+ * failed (its reason is in the log) leaves no device: STATUS_NOT_FOUND. */
 static void nv_up_job(void *arg)
 {
     struct nv_up *u = arg;
-    struct vmbus_channel *primary = find_channel((struct vmbus_guid)VMBUS_GUID_NIC, false, NULL);
-    if (!primary) {
+    if (!find_channel((struct vmbus_guid)VMBUS_GUID_NIC, false, NULL)) {
         u->status = STATUS_NOT_FOUND;
         return;
     }
     struct netvsc_config cfg = { .queues = 2, .recv_buf_bytes = 1u << 20, .send_buf_bytes = 512u << 10,
                                  .ring_pages = 16, .first_cpu = 1 };
-    struct netvsc_ops ops = { .receive = nv_receive, .link = nv_link };
-    struct netvsc *nic = NULL;
-    u->status = netvsc_attach(primary, &cfg, &ops, &nic);
+    netvsc_configure(&cfg);
+    u->status = vmbus_driver_register(&netvsc_driver);
+    netvsc_configure(&nv_parked);
     if (u->status != STATUS_OK)
         return;
-    netvsc_get_mac(nic, nv.mac);
-    nv.mtu = netvsc_mtu(nic);
-    __atomic_store_n(&nv.nic, nic, __ATOMIC_RELEASE);
+    struct netdev *dev = netdev_first();
+    struct netvsc *nic = netvsc_from_netdev(dev);
+    if (!nic) {
+        if (dev)
+            netdev_put(dev);
+        u->status = STATUS_NOT_FOUND;
+        return;
+    }
+    memcpy(nv.mac, dev->mac, 6);
+    nv.mtu = dev->mtu;
+    nv.nic = nic;
+    __atomic_store_n(&nv.dev, dev, __ATOMIC_RELEASE); /* before the open: the first frame is echoed */
+    u->status = netdev_open(dev, &nv_client);
+    if (u->status != STATUS_OK) {
+        __atomic_store_n(&nv.dev, NULL, __ATOMIC_RELEASE);
+        nv.nic = NULL;
+        netdev_put(dev);
+    }
 }
 
 static bool nv_up(const struct expect *e)
@@ -812,7 +897,7 @@ static bool nv_up(const struct expect *e)
     struct nv_up u = { STATUS_OK };
     guest_run("netvsc attach", nv_up_job, &u, 60000);
     nv.up = u.status;
-    clear_status("netvsc_attach", u.status);
+    clear_status("netvsc bring-up", u.status);
     if (u.status != STATUS_OK) {
         if (e->strict)
             layer_fail("netvsc: attach: %s", status_name(u.status));
@@ -900,11 +985,20 @@ static void nv_check(const struct expect *e)
                    (unsigned long long)hs.tx_bad_section, (unsigned long long)hs.tx_bad_range);
 }
 
+/* The teardown: the device closed (no upcall runs after) and its reference put (after a rescind
+ * the last one: its release tears the NIC down there), then the driver removed (a NIC still bound
+ * is halted, its buffers revoked and its channels closed). */
 static void nv_down_job(void *arg)
 {
     (void)arg;
-    struct netvsc *nic = __atomic_exchange_n(&nv.nic, NULL, __ATOMIC_ACQ_REL);
-    netvsc_detach(nic);
+    struct netdev *dev = __atomic_exchange_n(&nv.dev, NULL, __ATOMIC_ACQ_REL);
+    nv.nic = NULL;
+    if (dev) {
+        netdev_close(dev);
+        netdev_put(dev);
+    }
+    devreg_reap(); /* a NIC gone while nobody held it is released first */
+    vmbus_driver_unregister(&netvsc_driver);
 }
 
 static void nv_down(void)
@@ -918,7 +1012,7 @@ static void nv_get_stats(struct layer_stats *out)
     out->answered = LD(nv.replies);
     out->bad = LD(nv.bad);
     out->range_errors = LD(nv.range);
-    struct netvsc *nic = __atomic_load_n(&nv.nic, __ATOMIC_ACQUIRE);
+    struct netvsc *nic = nv.nic;
     if (nic) {
         struct netvsc_stats vs;
         netvsc_get_stats(nic, &vs);

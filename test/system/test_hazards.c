@@ -264,6 +264,11 @@ static const struct known known[] = {
      * down with an atomic decrement outside it: a host that signals one channel on two VPs (stray
      * events) races them, and a lost decrement makes vmbus_channel_close wait forever. */
     { "*stray-events*", 0, "data race in vmbus_channel_interrupt " },
+    /* Not in issue 13 (item 0): found once netvsc became a vmbus_driver. A probe that fails on a
+     * channel the host rescinded meanwhile closes it (netvsc's attach unwinding), which unbinds it
+     * and drops the bound driver's reference, the last one: probe_all then reads ch->relid of the
+     * freed channel for its "failed to probe" line (hv/vmbus/vmbus.c). */
+    { "netvsc/*rescind-at-open*", 0, "heap-use-after-free in probe_all " },
     /* netvsc_attach's summary line reads nv->link_up plainly while a link indication stores it. */
     { "netvsc/*link-flap*", 0, "data race in netvsc_attach " },
     { "netvsc/*link-flap*", 0, "data race in take_indication " },
