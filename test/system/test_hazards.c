@@ -269,8 +269,9 @@ static const struct known known[] = {
      * and drops the bound driver's reference, the last one: probe_all then reads ch->relid of the
      * freed channel for its "failed to probe" line (hv/vmbus/vmbus.c). */
     { "netvsc/*rescind-at-open*", 0, "heap-use-after-free in probe_all " },
-    /* netvsc_attach's summary line reads nv->link_up plainly while a link indication stores it. */
-    { "netvsc/*link-flap*", 0, "data race in netvsc_attach " },
+    /* netvsc's attach (in its probe) reads nv->link_up plainly for its summary line while a link
+     * indication stores it. */
+    { "netvsc/*link-flap*", 0, "data race in attach drivers/netvsc/netvsc.c" },
     { "netvsc/*link-flap*", 0, "data race in take_indication " },
     { NULL, 0, NULL },
 };
