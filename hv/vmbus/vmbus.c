@@ -783,18 +783,25 @@ static void probe_all(const struct vmbus_driver *d)
     struct vmbus_channel *ch;
     while ((ch = next_unbound(d, after)) != NULL) {
         after = ch->relid;
+        /* The probe's own reference: a probe that fails on a rescinded channel may close it, which
+         * ends the driver's reference (and can free the channel) before we log and unbind. */
+        vmbus_channel_hold(ch);
         status_t s = d->probe ? d->probe(ch) : STATUS_OK;
         if (s != STATUS_OK) {
             pr_warn("vmbus: driver %s failed to probe relid %u: %s (the channel stays unbound)", d->name, ch->relid,
                     status_name(s));
             irql_t old = spin_lock(&vmbus_bus.lock);
-            vmbus_channel_unbind_locked(ch);
+            bool still_bound = ch->driver == d; /* else the driver's close already let go */
+            if (still_bound)
+                vmbus_channel_unbind_locked(ch);
             spin_unlock(&vmbus_bus.lock, old);
             vmbus_channel_settle(ch); /* rescinded meanwhile: its relid goes back now */
-            vmbus_channel_release(ch);
+            if (still_bound)
+                vmbus_channel_release(ch); /* the driver's reference */
         } else {
             pr_info("vmbus: driver %s bound to relid %u", d->name, ch->relid);
         }
+        vmbus_channel_release(ch);
     }
 }
 

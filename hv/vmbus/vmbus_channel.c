@@ -474,7 +474,7 @@ void vmbus_channel_interrupt(uint32_t relid)
     if (ch && ch->state == VMBUS_CH_OPEN && ch->on_interrupt) {
         fn = ch->on_interrupt;
         ctx = ch->irq_ctx;
-        ch->callbacks_running++;
+        __atomic_fetch_add(&ch->callbacks_running, 1, __ATOMIC_RELAXED); /* the decrement is outside the lock */
         ch->stats.interrupts++;
         vmbus_bus.stats.interrupts++;
     } else if (ch && ch->state == VMBUS_CH_OPENING) {

@@ -259,16 +259,6 @@ static const struct known known[] = {
     /* A rescind while netvsc's buffers' GPADLs are being created: the guest leaves one to the host
      * (its pages leaked) although the host dropped it with the channel. */
     { "netvsc/*rescind-at-open*", 8, "1 left to the host" },
-    /* Not in issue 13 (item 0): found by this matrix under ThreadSanitizer and reported.
-     * vmbus_channel_interrupt counts callbacks_running up with a plain ++ under the bus lock and
-     * down with an atomic decrement outside it: a host that signals one channel on two VPs (stray
-     * events) races them, and a lost decrement makes vmbus_channel_close wait forever. */
-    { "*stray-events*", 0, "data race in vmbus_channel_interrupt " },
-    /* Not in issue 13 (item 0): found once netvsc became a vmbus_driver. A probe that fails on a
-     * channel the host rescinded meanwhile closes it (netvsc's attach unwinding), which unbinds it
-     * and drops the bound driver's reference, the last one: probe_all then reads ch->relid of the
-     * freed channel for its "failed to probe" line (hv/vmbus/vmbus.c). */
-    { "netvsc/*rescind-at-open*", 0, "heap-use-after-free in probe_all " },
     /* netvsc's attach (in its probe) reads nv->link_up plainly for its summary line while a link
      * indication stores it. */
     { "netvsc/*link-flap*", 0, "data race in attach drivers/netvsc/netvsc.c" },
