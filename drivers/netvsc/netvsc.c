@@ -1182,6 +1182,12 @@ static void drv_rescind(struct vmbus_channel *ch)
         mark_gone(nv);
         __atomic_store_n(&nv->rescinded, true, __ATOMIC_RELEASE);
         event_set(&nv->ctrl_done); /* a control request waiting for its RNDIS answer gives up now */
+        /* kmcl ends what is queued or in flight on every queue with STATUS_CANCELLED (a keep-alive's
+         * NVSP request no longer waits out its timeout). The queues are torn down only after the
+         * NIC is unbound under bind_lock, so none is cleaned up meanwhile (kmcl/channel.h). */
+        for (uint32_t i = 0; i < nv->queues; i++)
+            if (nv->q[i].ch)
+                kmcl_channel_rescind(nv->q[i].ch);
         pr_warn("netvsc: the host rescinded the network adapter (relid %u): it is gone", vmbus_channel_relid(ch));
         if (nv->registered)
             netdev_gone(&nv->dev); /* the holder hears it (DISPATCH) and closes it */
