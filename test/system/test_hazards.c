@@ -18,9 +18,11 @@
  * test/run_tests.py counts.
  *
  * Under ThreadSanitizer (test_hazards_tsan) only the singles run unless HAZARDS_PAIRS=1.
- * Environment: HAZARDS_FILTER=substring (cells whose name contains it; =name: that cell), HAZARDS_JOBS=n (cells at
- * once, default 2), HAZARDS_REPEAT=n (each cell n times), HAZARDS_SEED=n (the agitators' random choices; printed), VERBOSE=1 (the guest's
- * and hvsim's log lines in the cell's output), HAZARDS_OUTPUT=1 (print every cell's stderr).
+ * Environment: HAZARDS_FILTER=substring (the cells whose name contains it; =name: that cell),
+ * HAZARDS_JOBS=n (cells at once, default 2), HAZARDS_REPEAT=n (each cell n times), HAZARDS_SEED=n
+ * (the agitators' random choices; printed), HAZARDS_PAIRS=0/1, HAZARDS_NOTES=1 (the known entries
+ * that explained nothing), VERBOSE=1 (the guest's and hvsim's log lines in the cell's output),
+ * HAZARDS_OUTPUT=1 (print every cell's output).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -71,14 +73,14 @@ struct hazard {
     bool single_only;          /* slow (the guest's own timeouts): not paired */
     const char *pairs_with;    /* slow: paired with this hazard only */
     bool late_teardown;        /* every answer 300 ms late; the guest's teardown waits 100 ms for each */
-    bool spare_teardown;       /* the agitator stops after the rounds (else: after the teardown) */
+    bool spare_teardown;       /* its ticks stop after the rounds */
     const char *only_layer;    /* NULL: every layer */
     struct machine_config mc;  /* OR-ed / max-ed over a pair */
     bool rescind_at_open;      /* the server rescinds the layer's device 1 ms after it opens */
     struct device_faults faults;
     void (*start)(struct cell_ctx *c); /* once the layer is up */
     void (*round)(struct cell_ctx *c, uint32_t r);
-    void (*tick)(struct cell_ctx *c);  /* every tick_us from the machine's start to the last round */
+    void (*tick)(struct cell_ctx *c);  /* every tick_us from the bring-up to the end of the teardown */
     uint32_t tick_us;
     void (*stop)(struct cell_ctx *c);  /* the agitator stopped */
 };
