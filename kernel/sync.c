@@ -71,6 +71,12 @@ status_t wait_queue_wait(struct wait_queue *q, wait_take_fn take, void *obj, uin
         ktimer_cancel(&t->wait_timer);
         dpc_cancel(&t->wait_dpc);
     }
+    /* The waker (event_set, semaphore_release, ...) woke us while it still holds q's lock and may
+     * still read q: wait until it has let go, so the caller may free q (an event on its stack, say)
+     * as soon as we return. A #PF in wait_queue_wake_locked on another CPU, after a kmcl
+     * synchronous request's on-stack event was set, showed the race. */
+    raw_spin_lock(&q->lock);
+    raw_spin_unlock(&q->lock);
     irql_lower(old);
     return wb.result;
 }
